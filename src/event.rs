@@ -1,0 +1,495 @@
+//! The verified event: Metigan's JSON envelope, parsed lazily.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::rejection::{Reason, Rejection};
+
+macro_rules! event_types {
+    ($($(#[$doc:meta])* $variant:ident => $name:literal,)*) => {
+        /// The `event` field of a Metigan webhook.
+        ///
+        /// Every type seen in Metigan's docs and SDK has a variant; anything else is kept in
+        /// [`EventType::Other`], so new event types still verify and reach the handler.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum EventType {
+            $($(#[$doc])* $variant,)*
+            /// An event type this version of the crate does not know.
+            Other(String),
+        }
+
+        impl EventType {
+            /// Every known event type (without `Other`).
+            pub const KNOWN: &'static [EventType] = &[$(EventType::$variant,)*];
+
+            /// The wire name, e.g. `"email.delivered"`.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(EventType::$variant => $name,)*
+                    EventType::Other(other) => other,
+                }
+            }
+
+            /// Maps a wire name to its variant.
+            pub fn parse(name: &str) -> EventType {
+                match name {
+                    $($name => EventType::$variant,)*
+                    other => EventType::Other(other.to_owned()),
+                }
+            }
+        }
+    };
+}
+
+event_types! {
+    /// `email.sent`: accepted by Metigan for delivery.
+    EmailSent => "email.sent",
+    /// `email.delivered`: accepted by the recipient's server.
+    EmailDelivered => "email.delivered",
+    /// `email.opened`: the recipient opened the email.
+    EmailOpened => "email.opened",
+    /// `email.clicked`: the recipient clicked a tracked link.
+    EmailClicked => "email.clicked",
+    /// `email.bounced`: hard or soft bounce.
+    EmailBounced => "email.bounced",
+    /// `email.complained`: marked as spam.
+    EmailComplained => "email.complained",
+    /// `email.delivery_delayed`: temporarily deferred.
+    EmailDeliveryDelayed => "email.delivery_delayed",
+    /// `email.unsubscribed`: the recipient unsubscribed.
+    EmailUnsubscribed => "email.unsubscribed",
+    /// `email.failed`: could not be sent.
+    EmailFailed => "email.failed",
+    /// `contact.created`.
+    ContactCreated => "contact.created",
+    /// `contact.updated`.
+    ContactUpdated => "contact.updated",
+    /// `contact.deleted`.
+    ContactDeleted => "contact.deleted",
+    /// `audience.created`.
+    AudienceCreated => "audience.created",
+    /// `audience.updated`.
+    AudienceUpdated => "audience.updated",
+    /// `audience.deleted`.
+    AudienceDeleted => "audience.deleted",
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<&str> for EventType {
+    fn from(name: &str) -> Self {
+        EventType::parse(name)
+    }
+}
+
+impl std::str::FromStr for EventType {
+    type Err = std::convert::Infallible;
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Ok(EventType::parse(name))
+    }
+}
+
+/// What the envelope parse reads; everything else is skipped without building a DOM.
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(default, rename = "messageId", borrow)]
+    message_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    timestamp: Option<&'a RawValue>,
+}
+
+/// Metigan's envelope: `{"event", "messageId", "data", "timestamp"}`, parsed from the raw body.
+///
+/// Only the envelope is parsed; `data` stays raw (a slice of the body, no copy) and is
+/// deserialized on demand.
+#[derive(Clone)]
+pub struct Envelope {
+    event: EventType,
+    message_id: Option<String>,
+    timestamp_ms: Option<u64>,
+    body: Bytes,
+    data: Option<Range<usize>>,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The body is not printed: it may hold personal data and must stay out of logs.
+        f.debug_struct("Envelope")
+            .field("event", &self.event)
+            .field("message_id", &self.message_id)
+            .field("timestamp_ms", &self.timestamp_ms)
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+fn lenient_string(raw: Option<&RawValue>) -> Option<String> {
+    let raw = raw?;
+    match serde_json::from_str::<Cow<'_, str>>(raw.get()) {
+        Ok(s) => Some(s.into_owned()),
+        // A numeric id is kept as its text; null, objects and arrays are not ids.
+        Err(_)
+            if raw
+                .get()
+                .starts_with(|c: char| c == '-' || c.is_ascii_digit()) =>
+        {
+            Some(raw.get().to_owned())
+        }
+        Err(_) => None,
+    }
+}
+
+fn lenient_millis(raw: Option<&RawValue>) -> Option<u64> {
+    let text = raw?.get();
+    if let Ok(n) = text.parse::<u64>() {
+        return Some(n);
+    }
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Some(f as u64),
+        _ => None,
+    }
+}
+
+impl Envelope {
+    /// Parses the envelope of an (already verified) body.
+    ///
+    /// # Errors
+    ///
+    /// `invalid_payload` when the body is not one JSON object with a string `event`.
+    pub fn parse(body: Bytes) -> Result<Envelope, Rejection> {
+        let raw: RawEnvelope<'_> =
+            serde_json::from_slice(&body).map_err(|_| Rejection::new(Reason::InvalidPayload))?;
+        let data = raw.data.and_then(|data| {
+            let text = data.get();
+            // The raw value borrows from `body`: record where, so `data` needs no copy.
+            let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+            (start + text.len() <= body.len()).then(|| start..start + text.len())
+        });
+        Ok(Envelope {
+            event: EventType::parse(&raw.event),
+            message_id: lenient_string(raw.message_id),
+            timestamp_ms: lenient_millis(raw.timestamp),
+            data,
+            body,
+        })
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &EventType {
+        &self.event
+    }
+
+    /// `messageId`, when present (numbers are kept as their text).
+    pub fn message_id(&self) -> Option<&str> {
+        self.message_id.as_deref()
+    }
+
+    /// The envelope's `timestamp`, in **milliseconds** since the epoch, when it is a number.
+    pub fn timestamp_ms(&self) -> Option<u64> {
+        self.timestamp_ms
+    }
+
+    /// The raw JSON text of `data` (`None` when absent).
+    pub fn data_json(&self) -> Option<&str> {
+        let range = self.data.clone()?;
+        std::str::from_utf8(&self.body[range]).ok()
+    }
+
+    /// The raw bytes of `data`, sharing the body's buffer.
+    pub fn data_bytes(&self) -> Option<Bytes> {
+        self.data.clone().map(|range| self.body.slice(range))
+    }
+
+    /// Deserializes `data` into your own type.
+    ///
+    /// # Errors
+    ///
+    /// The `serde_json` error when `data` is absent or does not fit `T`.
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.data_json().unwrap_or("null"))
+    }
+
+    /// The whole body, exactly as received and signed.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
+
+/// A verified Metigan event, put in the request's extensions by the layer.
+///
+/// Cheap to clone (one `Arc`). Take it in an axum handler with `Extension<VerifiedEvent>`, or
+/// directly as an argument with the `axum` feature.
+///
+/// The typed accessors ([`recipient`](Self::recipient), [`bounce_type`](Self::bounce_type),
+/// ...) are lenient: Metigan's sources differ, so each returns `None` rather than failing when
+/// its field is absent or has another type. `data` stays reachable raw
+/// ([`data_json`](Self::data_json)) or typed ([`data_as`](Self::data_as)).
+#[derive(Clone)]
+pub struct VerifiedEvent {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    envelope: Envelope,
+    signed_at: u64,
+    webhook_id: Option<String>,
+    secret_index: usize,
+    data: OnceLock<Value>,
+}
+
+impl fmt::Debug for VerifiedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifiedEvent")
+            .field("envelope", &self.inner.envelope)
+            .field("signed_at", &self.inner.signed_at)
+            .field("webhook_id", &self.inner.webhook_id)
+            .field("secret_index", &self.inner.secret_index)
+            .finish()
+    }
+}
+
+impl VerifiedEvent {
+    /// Assembles a verified event. The layer does this; it is public for tests and for users
+    /// who verify with [`Verifier`](crate::Verifier) directly.
+    pub fn new(
+        envelope: Envelope,
+        signed_at: u64,
+        webhook_id: Option<String>,
+        secret_index: usize,
+    ) -> Self {
+        VerifiedEvent {
+            inner: Arc::new(Inner {
+                envelope,
+                signed_at,
+                webhook_id,
+                secret_index,
+                data: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The parsed envelope.
+    pub fn envelope(&self) -> &Envelope {
+        &self.inner.envelope
+    }
+
+    /// The event type.
+    pub fn event_type(&self) -> &EventType {
+        self.inner.envelope.event_type()
+    }
+
+    /// `messageId`, when present. Several events of one email share it.
+    pub fn message_id(&self) -> Option<&str> {
+        self.inner.envelope.message_id()
+    }
+
+    /// The envelope's `timestamp` in milliseconds, when present.
+    pub fn timestamp_ms(&self) -> Option<u64> {
+        self.inner.envelope.timestamp_ms()
+    }
+
+    /// The signed timestamp `t` of the signature header, in seconds.
+    pub fn signed_at(&self) -> u64 {
+        self.inner.signed_at
+    }
+
+    /// The `X-Webhook-Id` header, when present (Metigan documents it both as the webhook's id
+    /// and as a delivery id: informative only).
+    pub fn webhook_id(&self) -> Option<&str> {
+        self.inner.webhook_id.as_deref()
+    }
+
+    /// Index of the configured secret that matched (0 = the first one).
+    pub fn secret_index(&self) -> usize {
+        self.inner.secret_index
+    }
+
+    /// The raw body as received, without copy.
+    pub fn body(&self) -> &Bytes {
+        self.inner.envelope.body()
+    }
+
+    /// The raw JSON of `data`.
+    pub fn data_json(&self) -> Option<&str> {
+        self.inner.envelope.data_json()
+    }
+
+    /// Deserializes `data` into your own type.
+    ///
+    /// # Errors
+    ///
+    /// The `serde_json` error when `data` does not fit `T`.
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        self.inner.envelope.data_as()
+    }
+
+    /// `data` as a JSON value, parsed on first use and cached (`Null` when absent).
+    pub fn data(&self) -> &Value {
+        self.inner.data.get_or_init(|| {
+            self.data_json()
+                .and_then(|text| serde_json::from_str(text).ok())
+                .unwrap_or(Value::Null)
+        })
+    }
+
+    fn str_at(&self, paths: &[&[&str]]) -> Option<&str> {
+        paths.iter().find_map(|path| {
+            path.iter()
+                .try_fold(self.data(), |value, key| value.get(key))
+                .and_then(Value::as_str)
+        })
+    }
+
+    /// `data.recipient` (or `data.email`, as contact events carry it).
+    pub fn recipient(&self) -> Option<&str> {
+        self.str_at(&[&["recipient"], &["email"]])
+    }
+
+    /// `data.subject`.
+    pub fn subject(&self) -> Option<&str> {
+        self.str_at(&[&["subject"]])
+    }
+
+    /// `data.status`.
+    pub fn status(&self) -> Option<&str> {
+        self.str_at(&[&["status"]])
+    }
+
+    /// `data.bounceType` (or `data.metadata.bounceType`): `"hard"` or `"soft"` in practice.
+    pub fn bounce_type(&self) -> Option<&str> {
+        self.str_at(&[&["bounceType"], &["metadata", "bounceType"]])
+    }
+
+    /// Whether `bounce_type` is `hard` (case-insensitive).
+    pub fn is_hard_bounce(&self) -> bool {
+        self.bounce_type()
+            .is_some_and(|kind| kind.eq_ignore_ascii_case("hard"))
+    }
+
+    /// `data.metadata.bounceReason` (or `data.bounceReason`).
+    pub fn bounce_reason(&self) -> Option<&str> {
+        self.str_at(&[&["metadata", "bounceReason"], &["bounceReason"]])
+    }
+
+    /// The clicked link: `data.metadata.url` (or `data.url`).
+    pub fn clicked_url(&self) -> Option<&str> {
+        self.str_at(&[&["metadata", "url"], &["url"]])
+    }
+
+    /// `data.userId`.
+    pub fn user_id(&self) -> Option<&str> {
+        self.str_at(&[&["userId"], &["metadata", "userId"]])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str) -> Result<Envelope, Reason> {
+        Envelope::parse(Bytes::copy_from_slice(body.as_bytes())).map_err(|r| r.reason())
+    }
+
+    #[test]
+    fn every_known_type_round_trips() {
+        for kind in EventType::KNOWN {
+            assert_eq!(&EventType::parse(kind.as_str()), kind);
+        }
+        assert_eq!(EventType::KNOWN.len(), 15);
+        assert_eq!(
+            EventType::parse("email.teleported"),
+            EventType::Other("email.teleported".into())
+        );
+    }
+
+    #[test]
+    fn envelope_keeps_data_raw_and_shares_the_body() {
+        let body = r#"{"event":"email.clicked","messageId":"m-1","data":{"recipient":"a@b.c","metadata":{"url":"https://x"}},"timestamp":1700000000123}"#;
+        let env = parse(body).unwrap();
+        assert_eq!(env.event_type(), &EventType::EmailClicked);
+        assert_eq!(env.message_id(), Some("m-1"));
+        assert_eq!(env.timestamp_ms(), Some(1_700_000_000_123));
+        assert_eq!(
+            env.data_json(),
+            Some(r#"{"recipient":"a@b.c","metadata":{"url":"https://x"}}"#)
+        );
+        let data = env.data_bytes().unwrap();
+        let offset = data.as_ptr() as usize - env.body().as_ptr() as usize;
+        assert!(
+            offset > 0 && offset < body.len(),
+            "data is a slice of the body"
+        );
+        let event = VerifiedEvent::new(env, 1, Some("wh".into()), 0);
+        assert_eq!(event.recipient(), Some("a@b.c"));
+        assert_eq!(event.clicked_url(), Some("https://x"));
+        assert_eq!(event.subject(), None);
+        assert_eq!(event.webhook_id(), Some("wh"));
+    }
+
+    #[test]
+    fn escaped_event_names_are_decoded() {
+        let env = parse(r#"{"event":"email\u002eopened"}"#).unwrap();
+        assert_eq!(env.event_type(), &EventType::EmailOpened);
+        assert_eq!(env.message_id(), None);
+        assert_eq!(env.data_json(), None);
+    }
+
+    #[test]
+    fn invalid_envelopes() {
+        for body in [
+            "",
+            "not json",
+            "[1,2]",
+            "{}",
+            r#"{"event":1}"#,
+            r#"{"event":null}"#,
+            r#"{"event":"a"} trailing"#,
+            r#"{"event":"a","data":{"x":}}"#,
+            r#"{"event":"a","event":"b"}"#,
+        ] {
+            assert_eq!(parse(body).unwrap_err(), Reason::InvalidPayload, "{body}");
+        }
+    }
+
+    #[test]
+    fn lenient_fields() {
+        let env = parse(r#"{"event":"x","messageId":42,"timestamp":"soon","data":null}"#).unwrap();
+        assert_eq!(env.message_id(), Some("42"));
+        assert_eq!(env.timestamp_ms(), None);
+        let env = parse(r#"{"event":"x","messageId":null,"timestamp":1.7e12}"#).unwrap();
+        assert_eq!(env.message_id(), None);
+        assert_eq!(env.timestamp_ms(), Some(1_700_000_000_000));
+        let ev = VerifiedEvent::new(
+            parse(r#"{"event":"email.bounced","data":{"recipient":7,"bounceType":"Hard","metadata":{"bounceReason":"mailbox full"}}}"#).unwrap(),
+            1,
+            None,
+            0,
+        );
+        assert_eq!(ev.recipient(), None);
+        assert!(ev.is_hard_bounce());
+        assert_eq!(ev.bounce_reason(), Some("mailbox full"));
+        #[derive(Deserialize)]
+        struct Bounce {
+            #[serde(rename = "bounceType")]
+            bounce_type: String,
+        }
+        assert_eq!(ev.data_as::<Bounce>().unwrap().bounce_type, "Hard");
+    }
+}

@@ -1,0 +1,65 @@
+//! axum integration: take the [`VerifiedEvent`] as a handler argument.
+
+use std::fmt;
+
+use axum_core::extract::FromRequestParts;
+use axum_core::response::{IntoResponse, Response};
+use http::request::Parts;
+use http::StatusCode;
+
+use crate::event::VerifiedEvent;
+
+/// The rejection of the [`VerifiedEvent`] extractor: the handler is not behind
+/// [`MetiganSignatureLayer`](crate::MetiganSignatureLayer). This is a server bug, so it answers
+/// 500 and logs an error saying how to fix it.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct MissingVerifiedEvent;
+
+impl fmt::Display for MissingVerifiedEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "no VerifiedEvent in the request extensions: \
+             is the route behind MetiganSignatureLayer?",
+        )
+    }
+}
+
+impl std::error::Error for MissingVerifiedEvent {}
+
+impl IntoResponse for MissingVerifiedEvent {
+    fn into_response(self) -> Response {
+        tracing::error!("{self}");
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "webhook receiver misconfigured: signature layer missing\n",
+        )
+            .into_response()
+    }
+}
+
+/// ```
+/// use axum::{routing::post, Router};
+/// use metigan_webhook::{MetiganSignatureLayer, VerifiedEvent};
+///
+/// async fn handler(event: VerifiedEvent) -> &'static str {
+///     println!("{} for {:?}", event.event_type(), event.recipient());
+///     "OK"
+/// }
+///
+/// let app: Router = Router::new()
+///     .route("/webhooks/metigan", post(handler))
+///     .layer(MetiganSignatureLayer::new("whsec_example").unwrap());
+/// # drop(app);
+/// ```
+impl<S: Send + Sync> FromRequestParts<S> for VerifiedEvent {
+    type Rejection = MissingVerifiedEvent;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<VerifiedEvent>()
+            .cloned()
+            .ok_or(MissingVerifiedEvent)
+    }
+}

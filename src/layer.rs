@@ -1,0 +1,283 @@
+//! [`MetiganSignatureLayer`] and its builder.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use http::HeaderName;
+use tower_layer::Layer;
+
+use crate::service::MetiganSignature;
+use crate::signature::{check_secret, ConfigError, Verifier};
+
+/// The default body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The default signature header.
+pub const SIGNATURE_HEADER: &str = "x-webhook-signature";
+/// The timestamp header, used when the signature header has no `t`.
+pub const TIMESTAMP_HEADER: &str = "x-webhook-timestamp";
+/// The webhook id header, exposed on the event.
+pub const WEBHOOK_ID_HEADER: &str = "x-webhook-id";
+
+type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
+
+fn system_clock() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Everything a service needs, shared by all clones behind one `Arc`.
+pub(crate) struct Config {
+    pub(crate) verifier: Verifier,
+    pub(crate) body_limit: usize,
+    pub(crate) signature_header: HeaderName,
+    pub(crate) timestamp_header: HeaderName,
+    pub(crate) webhook_id_header: HeaderName,
+    pub(crate) clock: Option<Clock>,
+}
+
+impl Config {
+    pub(crate) fn now(&self) -> u64 {
+        match &self.clock {
+            Some(clock) => clock(),
+            None => system_clock(),
+        }
+    }
+}
+
+/// Tower layer that verifies Metigan webhooks; see the [crate docs](crate) for the whole story.
+///
+/// Build it with [`MetiganSignatureLayer::new`] (one secret, defaults) or
+/// [`MetiganSignatureLayer::builder`]. Cloning is cheap (the configuration is behind an `Arc`).
+#[derive(Clone)]
+pub struct MetiganSignatureLayer {
+    config: Arc<Config>,
+}
+
+impl fmt::Debug for MetiganSignatureLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetiganSignatureLayer")
+            .field("verifier", &self.config.verifier)
+            .field("body_limit", &self.config.body_limit)
+            .field("signature_header", &self.config.signature_header)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MetiganSignatureLayer {
+    /// A layer verifying with one secret and the defaults: 300 s tolerance, 1 MiB body limit,
+    /// `X-Webhook-Signature`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the secret is empty or has surrounding whitespace.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use metigan_webhook::MetiganSignatureLayer;
+    ///
+    /// let layer = MetiganSignatureLayer::new("whsec_example").unwrap();
+    /// assert!(MetiganSignatureLayer::new("whsec_example\n").is_err());
+    /// # drop(layer);
+    /// ```
+    pub fn new(secret: impl AsRef<str>) -> Result<Self, ConfigError> {
+        Self::builder().secret(secret).build()
+    }
+
+    /// A builder for every option.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub(crate) fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+}
+
+impl<S> Layer<S> for MetiganSignatureLayer {
+    type Service = MetiganSignature<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetiganSignature::from_config(inner, self.config.clone())
+    }
+}
+
+/// Builds a [`MetiganSignatureLayer`]; errors are reported once, by [`Builder::build`].
+///
+/// ```
+/// use std::time::Duration;
+/// use metigan_webhook::MetiganSignatureLayer;
+///
+/// let layer = MetiganSignatureLayer::builder()
+///     .secret("whsec_new")          // the current secret
+///     .secret("whsec_old")          // still accepted during rotation
+///     .tolerance(Duration::from_secs(120))
+///     .body_limit(256 * 1024)
+///     .build()
+///     .unwrap();
+/// # drop(layer);
+/// ```
+#[derive(Default)]
+#[must_use]
+pub struct Builder {
+    secrets: Vec<String>,
+    error: Option<ConfigError>,
+    tolerance: Option<Duration>,
+    disable_timestamp_check: bool,
+    body_limit: Option<usize>,
+    signature_header: Option<HeaderName>,
+    clock: Option<Clock>,
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field(
+                "secrets",
+                &format_args!("[{} redacted]", self.secrets.len()),
+            )
+            .field("tolerance", &self.tolerance)
+            .field("body_limit", &self.body_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Builder {
+    /// Adds a secret. Call it several times to accept several (key rotation): a signature made
+    /// with any of them is accepted, and [`VerifiedEvent::secret_index`](crate::VerifiedEvent::secret_index)
+    /// tells which one matched.
+    ///
+    /// The secret is used verbatim, exactly as Metigan shows it (including any `whsec_` prefix).
+    pub fn secret(mut self, secret: impl AsRef<str>) -> Self {
+        let secret = secret.as_ref();
+        if self.error.is_none() {
+            if let Err(err) = check_secret(self.secrets.len(), secret) {
+                self.error = Some(err);
+            }
+        }
+        self.secrets.push(secret.to_owned());
+        self
+    }
+
+    /// Adds several secrets at once.
+    pub fn secrets<I, S>(self, secrets: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        secrets.into_iter().fold(self, Builder::secret)
+    }
+
+    /// How far the signed timestamp may be from now, either way, inclusive (default 300 s).
+    pub fn tolerance(mut self, tolerance: Duration) -> Self {
+        self.tolerance = Some(tolerance);
+        self
+    }
+
+    /// Accepts signatures of any age. This removes replay protection: only for replaying
+    /// captured requests in tests or tools.
+    pub fn danger_disable_timestamp_check(mut self) -> Self {
+        self.disable_timestamp_check = true;
+        self
+    }
+
+    /// The largest body accepted, in bytes (default 1 MiB). Larger bodies get 413, declared
+    /// ones before a byte is read.
+    pub fn body_limit(mut self, limit: usize) -> Self {
+        self.body_limit = Some(limit);
+        self
+    }
+
+    /// Reads the signature from another header than `X-Webhook-Signature`.
+    ///
+    /// An invalid header name is reported by [`build`](Self::build).
+    pub fn signature_header(mut self, name: &str) -> Self {
+        match HeaderName::try_from(name) {
+            Ok(name) => self.signature_header = Some(name),
+            Err(_) => {
+                self.error.get_or_insert(ConfigError::InvalidHeaderName);
+            }
+        }
+        self
+    }
+
+    /// Replaces the clock (unix seconds), for tests that replay captured requests.
+    pub fn clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// Checks the configuration and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// The first [`ConfigError`]: no secret, an empty one, one with leading/trailing
+    /// whitespace, or an invalid header name.
+    pub fn build(self) -> Result<MetiganSignatureLayer, ConfigError> {
+        if let Some(err) = self.error {
+            return Err(err);
+        }
+        let mut verifier = Verifier::new(&self.secrets)?;
+        if let Some(tolerance) = self.tolerance {
+            verifier = verifier.with_tolerance(tolerance);
+        }
+        if self.disable_timestamp_check {
+            verifier = verifier.danger_disable_timestamp_check();
+        }
+        Ok(MetiganSignatureLayer {
+            config: Arc::new(Config {
+                verifier,
+                body_limit: self.body_limit.unwrap_or(DEFAULT_BODY_LIMIT),
+                signature_header: self
+                    .signature_header
+                    .unwrap_or(HeaderName::from_static(SIGNATURE_HEADER)),
+                timestamp_header: HeaderName::from_static(TIMESTAMP_HEADER),
+                webhook_id_header: HeaderName::from_static(WEBHOOK_ID_HEADER),
+                clock: self.clock,
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_reports_the_first_error_without_the_secret() {
+        let err = MetiganSignatureLayer::builder()
+            .secret("good")
+            .secret("bad\n")
+            .build()
+            .unwrap_err();
+        assert_eq!(err, ConfigError::SecretWhitespace { index: 1 });
+        assert!(!err.to_string().contains("bad"));
+        assert_eq!(
+            MetiganSignatureLayer::builder().build().unwrap_err(),
+            ConfigError::NoSecret
+        );
+        assert_eq!(
+            MetiganSignatureLayer::builder()
+                .secret("x")
+                .signature_header("bad header")
+                .build()
+                .unwrap_err(),
+            ConfigError::InvalidHeaderName
+        );
+    }
+
+    #[test]
+    fn debug_is_redacted() {
+        let layer = MetiganSignatureLayer::builder()
+            .secret("hunter2-secret")
+            .build()
+            .unwrap();
+        let dbg = format!("{layer:?}");
+        assert!(!dbg.contains("hunter2"), "{dbg}");
+        let b = MetiganSignatureLayer::builder().secret("hunter2-secret");
+        assert!(!format!("{b:?}").contains("hunter2"));
+    }
+}

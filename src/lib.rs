@@ -1,0 +1,30 @@
+#![doc = include_str!("../README.md")]
+#![deny(unsafe_code)]
+#![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+mod body;
+mod event;
+#[cfg(feature = "axum")]
+mod extract;
+mod future;
+mod layer;
+mod rejection;
+mod service;
+pub mod signature;
+
+pub use body::{ResponseBody, VerifiedBody};
+pub use event::{Envelope, EventType, VerifiedEvent};
+#[cfg(feature = "axum")]
+pub use extract::MissingVerifiedEvent;
+pub use future::ResponseFuture;
+pub use layer::{
+    Builder, MetiganSignatureLayer, DEFAULT_BODY_LIMIT, SIGNATURE_HEADER, TIMESTAMP_HEADER,
+    WEBHOOK_ID_HEADER,
+};
+pub use rejection::{Reason, Rejection};
+pub use service::MetiganSignature;
+pub use signature::{sign, ConfigError, SignatureHeader, Verified, Verifier};
+
+/// The boxed error type of request bodies the layer accepts (`B::Error: Into<BoxError>`).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,173 @@
+//! [`MetiganSignature`], the service made by the layer.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, Request, Response};
+use http_body::Body;
+use tower_service::Service;
+
+use crate::body::{ResponseBody, VerifiedBody};
+use crate::future::ResponseFuture;
+use crate::layer::{Config, MetiganSignatureLayer};
+use crate::rejection::{Reason, Rejection};
+use crate::signature::ConfigError;
+use crate::BoxError;
+
+/// Middleware that verifies Metigan webhooks before calling `S`; made by
+/// [`MetiganSignatureLayer`].
+///
+/// `S` receives a `Request<VerifiedBody>` with the [`VerifiedEvent`](crate::VerifiedEvent) in
+/// its extensions. It is never called for a rejected request.
+pub struct MetiganSignature<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: Clone> Clone for MetiganSignature<S> {
+    fn clone(&self) -> Self {
+        MetiganSignature {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for MetiganSignature<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MetiganSignature").finish_non_exhaustive()
+    }
+}
+
+impl<S> MetiganSignature<S> {
+    pub(crate) fn from_config(inner: S, config: Arc<Config>) -> Self {
+        MetiganSignature { inner, config }
+    }
+
+    /// Wraps `inner` with a one-secret layer (see [`MetiganSignatureLayer::new`]).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for an empty secret or one with surrounding whitespace.
+    pub fn new(inner: S, secret: impl AsRef<str>) -> Result<Self, ConfigError> {
+        Ok(Self::from_config(
+            inner,
+            MetiganSignatureLayer::new(secret)?.config().clone(),
+        ))
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// A `Content-Length` over the limit is rejected before the body is read.
+fn declared_too_large<B: Body>(headers: &HeaderMap, body: &B, limit: usize) -> bool {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    let limit = limit as u64;
+    declared.is_some_and(|len| len > limit) || body.size_hint().lower() > limit
+}
+
+impl<S, B, ResBody> Service<Request<B>> for MetiganSignature<S>
+where
+    S: Service<Request<VerifiedBody>, Response = Response<ResBody>> + Clone,
+    B: Body,
+    B::Error: Into<BoxError>,
+    ResBody: Body,
+    ResBody::Data: From<Bytes>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, B>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let config = &self.config;
+        let grpc = is_grpc(req.headers());
+
+        // Every check that needs no body runs first: nothing is read from a request that is
+        // unsigned, malformed, stale or declared too large.
+        let headers = req.headers();
+        let checked = config.verifier.check_header(
+            headers.get(&config.signature_header).map(|v| v.as_bytes()),
+            headers.get(&config.timestamp_header).map(|v| v.as_bytes()),
+            config.now(),
+        );
+        let signature = match checked {
+            Ok(signature) => signature,
+            Err(rejection) => return ResponseFuture::rejected(rejection, grpc),
+        };
+        if declared_too_large(headers, req.body(), config.body_limit) {
+            return ResponseFuture::rejected(Rejection::new(Reason::BodyTooLarge), grpc);
+        }
+
+        // The inner service was made ready by `poll_ready`; a clone of it may not be. Move the
+        // ready one into the future and keep the clone for the next `poll_ready`
+        // (tower-service: "Be careful when cloning inner services"). Calling a fresh clone
+        // instead panics under `ConcurrencyLimit`.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let expected = req.body().size_hint().lower();
+        ResponseFuture::buffering(req, inner, self.config.clone(), signature, grpc, expected)
+    }
+}
+
+/// Builds the answer to a rejected request (DESIGN.md 3): a short `text/plain` body naming the
+/// reason, or a trailers-only gRPC response; the [`Rejection`] goes in the extensions.
+pub(crate) fn rejection_response<B>(rejection: Rejection, grpc: bool) -> Response<ResponseBody<B>> {
+    let reason = rejection.reason();
+    tracing::warn!(reason = reason.code(), "Metigan webhook rejected");
+    let mut response = if grpc {
+        let mut response = Response::new(ResponseBody::empty());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            "grpc-status",
+            header::HeaderValue::from(u16::from(reason.grpc_status())),
+        );
+        headers.insert(
+            "grpc-message",
+            header::HeaderValue::from_static(reason.code()),
+        );
+        response
+    } else {
+        let mut response = Response::new(ResponseBody::fixed(Bytes::from_static(
+            reason.http_body().as_bytes(),
+        )));
+        *response.status_mut() = reason.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    };
+    response.extensions_mut().insert(rejection);
+    response
+}

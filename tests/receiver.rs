@@ -1,0 +1,290 @@
+//! The receiver example as a user runs it: the real binary, driven over HTTP on 127.0.0.1.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+
+use common::{event_body, now, post};
+
+const SECRET: &str = "whsec_receiver_test_secret";
+const PATH: &str = "/webhooks/metigan";
+
+/// Builds the example (cached after the first time) and returns its path.
+fn receiver_binary() -> PathBuf {
+    let mut args = vec!["build", "--quiet", "--example", "receiver"];
+    if !cfg!(debug_assertions) {
+        args.push("--release");
+    }
+    let status = std::process::Command::new(env!("CARGO"))
+        .args(&args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the receiver example failed");
+    // Tests live in target/<profile>/deps; examples in target/<profile>/examples.
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    profile_dir.join("examples").join("receiver")
+}
+
+struct Receiver {
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    stderr: Lines<BufReader<ChildStderr>>,
+    addr: std::net::SocketAddr,
+}
+
+impl Receiver {
+    async fn start() -> Receiver {
+        let mut child = Command::new(receiver_binary())
+            .env("WEBHOOK_SECRET", SECRET)
+            .env("PORT", "0")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("receiver starts");
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        // The receiver logs the address it bound (PORT=0 picks a free port).
+        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let line = stderr
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("receiver exited early");
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let port: u16 = rest
+                        .split('/')
+                        .next()
+                        .and_then(|hp| hp.rsplit(':').next())
+                        .and_then(|p| p.parse().ok())
+                        .expect("port in the log line");
+                    break std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                }
+            }
+        })
+        .await
+        .expect("receiver listening within 20 s");
+        Receiver {
+            child,
+            stdout,
+            stderr,
+            addr,
+        }
+    }
+
+    async fn next_line(&mut self) -> String {
+        tokio::time::timeout(Duration::from_secs(5), self.stdout.next_line())
+            .await
+            .expect("a line on stdout within 5 s (flushed at once)")
+            .unwrap()
+            .expect("stdout open")
+    }
+
+    /// Stops the receiver and returns what it wrote afterwards on stdout and stderr.
+    async fn stop(mut self) -> (Vec<String>, Vec<String>) {
+        let pid = self.child.id().unwrap();
+        // SIGTERM: the receiver shuts down gracefully.
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status();
+        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .expect("receiver stops on SIGTERM")
+            .unwrap();
+        assert!(status.success(), "graceful exit, got {status}");
+        let mut out = Vec::new();
+        while let Ok(Some(line)) = self.stdout.next_line().await {
+            out.push(line);
+        }
+        let mut err = Vec::new();
+        while let Ok(Some(line)) = self.stderr.next_line().await {
+            err.push(line);
+        }
+        (out, err)
+    }
+}
+
+fn signed_headers(body: &str, t: u64, secret: &str) -> String {
+    metigan_webhook::sign(secret, t, body.as_bytes())
+}
+
+#[tokio::test]
+async fn receiver_prints_one_line_per_event_and_rejects_bad_requests() {
+    let mut receiver = Receiver::start().await;
+    let addr = receiver.addr;
+
+    // Every event type: 200 OK and exactly the documented line, flushed at once.
+    let expected = [
+        ("email.delivered", "Email delivered to jane@example.com"),
+        ("email.opened", "Email opened by jane@example.com"),
+        ("email.clicked", "Link clicked in email to jane@example.com"),
+        ("email.bounced", "Email bounced for jane@example.com"),
+        ("email.sent", "Received event: email.sent"),
+        ("email.complained", "Received event: email.complained"),
+        (
+            "email.delivery_delayed",
+            "Received event: email.delivery_delayed",
+        ),
+        ("email.unsubscribed", "Received event: email.unsubscribed"),
+        ("email.failed", "Received event: email.failed"),
+        ("contact.created", "Received event: contact.created"),
+        ("contact.updated", "Received event: contact.updated"),
+        ("contact.deleted", "Received event: contact.deleted"),
+        ("audience.created", "Received event: audience.created"),
+        ("audience.updated", "Received event: audience.updated"),
+        ("audience.deleted", "Received event: audience.deleted"),
+        (
+            "email.brand_new_type",
+            "Received event: email.brand_new_type",
+        ),
+    ];
+    for (i, (event, line)) in expected.iter().enumerate() {
+        let body = event_body(event, &format!("msg-{i}"));
+        let sig = signed_headers(&body, now(), SECRET);
+        let answer = post(
+            addr,
+            PATH,
+            &[
+                ("x-webhook-signature", &sig),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{event}: {}", answer.text());
+        assert_eq!(answer.text(), "OK");
+        assert_eq!(receiver.next_line().await, *line);
+    }
+
+    // Rejections: status and reason code; nothing printed on stdout.
+    let body = event_body("email.delivered", "msg-bad");
+    let good_sig = signed_headers(&body, now(), SECRET);
+    /// Extra headers, body, expected status, expected reason code.
+    type BadRequest = (Vec<(&'static str, String)>, String, u16, &'static str);
+    let cases: Vec<BadRequest> = vec![
+        (vec![], body.clone(), 401, "missing_signature"),
+        (
+            vec![("x-webhook-signature", "t=abc,v1=00".to_owned())],
+            body.clone(),
+            401,
+            "malformed_signature",
+        ),
+        (
+            vec![(
+                "x-webhook-signature",
+                signed_headers(&body, now() - 3600, SECRET),
+            )],
+            body.clone(),
+            401,
+            "timestamp_out_of_tolerance",
+        ),
+        (
+            vec![(
+                "x-webhook-signature",
+                signed_headers(&body, now(), "whsec_wrong"),
+            )],
+            body.clone(),
+            401,
+            "signature_mismatch",
+        ),
+        (
+            vec![("x-webhook-signature", good_sig.clone())],
+            body.replace("jane", "john"),
+            401,
+            "signature_mismatch",
+        ),
+        (
+            vec![(
+                "x-webhook-signature",
+                signed_headers("not json", now(), SECRET),
+            )],
+            "not json".to_owned(),
+            400,
+            "invalid_payload",
+        ),
+    ];
+    for (headers, body, status, code) in cases {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let answer = post(addr, PATH, &headers, body).await;
+        assert_eq!(answer.status.as_u16(), status, "{code}");
+        assert!(answer.text().starts_with(code), "{code}: {}", answer.text());
+    }
+
+    // Over the default 1 MiB limit: 413, even correctly signed.
+    let big = format!(
+        r#"{{"event":"email.delivered","messageId":"big","data":{{"pad":"{}"}}}}"#,
+        "x".repeat(1024 * 1024)
+    );
+    let sig = signed_headers(&big, now(), SECRET);
+    let answer = post(addr, PATH, &[("x-webhook-signature", &sig)], big).await;
+    assert_eq!(answer.status, 413);
+    assert!(answer.text().starts_with("body_too_large"));
+
+    // Just under the limit passes.
+    let mut fits = format!(
+        r#"{{"event":"email.opened","messageId":"fits","data":{{"recipient":"big@example.com","pad":"{}"}}}}"#,
+        "y".repeat(1024 * 1024 - 200)
+    );
+    while fits.len() < 1024 * 1024 - 10 {
+        fits.insert(fits.len() - 3, 'y');
+    }
+    let sig = signed_headers(&fits, now(), SECRET);
+    let answer = post(addr, PATH, &[("x-webhook-signature", &sig)], fits).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        receiver.next_line().await,
+        "Email opened by big@example.com"
+    );
+
+    // Unknown path: 404, not a signature error.
+    let answer = post(addr, "/elsewhere", &[], "{}").await;
+    assert_eq!(answer.status, 404);
+
+    let (stdout, stderr) = receiver.stop().await;
+    assert!(
+        stdout.is_empty(),
+        "rejections print nothing on stdout: {stdout:?}"
+    );
+    let log = stderr.join("\n");
+    for code in ["missing_signature", "signature_mismatch", "body_too_large"] {
+        assert!(log.contains(code), "stderr logs the reason {code}: {log}");
+    }
+    for secret_part in [SECRET, "whsec_wrong", "jane@example.com", "not json"] {
+        assert!(
+            !log.contains(secret_part),
+            "stderr leaks {secret_part:?}: {log}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn receiver_refuses_to_start_without_a_usable_secret() {
+    let binary = receiver_binary();
+    for secret in [None, Some(""), Some("whsec_pasted\n")] {
+        let mut command = Command::new(&binary);
+        command.env_remove("WEBHOOK_SECRET").env("PORT", "0");
+        if let Some(secret) = secret {
+            command.env("WEBHOOK_SECRET", secret);
+        }
+        let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+            .await
+            .expect("exits at once")
+            .unwrap();
+        assert!(!output.status.success(), "{secret:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("WEBHOOK_SECRET"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!stderr.contains("whsec_pasted"), "{stderr}");
+        assert!(output.stdout.is_empty());
+    }
+}

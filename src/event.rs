@@ -174,6 +174,11 @@ impl Envelope {
     ///
     /// `invalid_payload` when the body is not one JSON object with a string `event`.
     pub fn parse(body: Bytes) -> Result<Envelope, Rejection> {
+        // serde's derived structs also accept a JSON array (fields by position): the envelope
+        // must be an object, so check the first significant byte.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(Rejection::new(Reason::InvalidPayload));
+        }
         let raw: RawEnvelope<'_> =
             serde_json::from_slice(&body).map_err(|_| Rejection::new(Reason::InvalidPayload))?;
         let data = raw.data.and_then(|data| {
@@ -457,6 +462,8 @@ mod tests {
             "",
             "not json",
             "[1,2]",
+            r#"["email.sent"]"#,
+            r#"["email.sent","m",{"a":1},5]"#,
             "{}",
             r#"{"event":1}"#,
             r#"{"event":null}"#,

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::HeaderName;
 use tower_layer::Layer;
 
+use crate::idempotency::Dedupe;
 use crate::service::MetiganSignature;
 use crate::signature::{check_secret, ConfigError, Verifier};
 
@@ -36,6 +37,7 @@ pub(crate) struct Config {
     pub(crate) timestamp_header: HeaderName,
     pub(crate) webhook_id_header: HeaderName,
     pub(crate) clock: Option<Clock>,
+    pub(crate) dedupe: Option<Dedupe>,
 }
 
 impl Config {
@@ -62,6 +64,7 @@ impl fmt::Debug for MetiganSignatureLayer {
             .field("verifier", &self.config.verifier)
             .field("body_limit", &self.config.body_limit)
             .field("signature_header", &self.config.signature_header)
+            .field("dedupe", &self.config.dedupe)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +133,7 @@ pub struct Builder {
     body_limit: Option<usize>,
     signature_header: Option<HeaderName>,
     clock: Option<Clock>,
+    dedupe: Option<Dedupe>,
 }
 
 impl fmt::Debug for Builder {
@@ -210,6 +214,24 @@ impl Builder {
         self
     }
 
+    /// Deduplicates retried deliveries of verified events (see [`idempotency`](crate::idempotency)):
+    /// `Dedupe::in_memory()` for one instance, `Dedupe::new(RedisStore::..)` for several.
+    ///
+    /// ```
+    /// use metigan_webhook::{idempotency::Dedupe, MetiganSignatureLayer};
+    ///
+    /// let layer = MetiganSignatureLayer::builder()
+    ///     .secret("whsec_example")
+    ///     .deduplicate(Dedupe::in_memory())
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(layer);
+    /// ```
+    pub fn deduplicate(mut self, dedupe: Dedupe) -> Self {
+        self.dedupe = Some(dedupe);
+        self
+    }
+
     /// Checks the configuration and builds the layer.
     ///
     /// # Errors
@@ -237,6 +259,7 @@ impl Builder {
                 timestamp_header: HeaderName::from_static(TIMESTAMP_HEADER),
                 webhook_id_header: HeaderName::from_static(WEBHOOK_ID_HEADER),
                 clock: self.clock,
+                dedupe: self.dedupe,
             }),
         })
     }

@@ -8,6 +8,7 @@ mod event;
 #[cfg(feature = "axum")]
 mod extract;
 mod future;
+pub mod idempotency;
 mod layer;
 mod rejection;
 mod service;

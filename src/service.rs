@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response};
@@ -10,6 +11,7 @@ use tower_service::Service;
 
 use crate::body::{ResponseBody, VerifiedBody};
 use crate::future::ResponseFuture;
+use crate::idempotency::Duplicate;
 use crate::layer::{Config, MetiganSignatureLayer};
 use crate::rejection::{Reason, Rejection};
 use crate::signature::ConfigError;
@@ -76,7 +78,8 @@ impl<S> MetiganSignature<S> {
 fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/grpc"))
+        .and_then(|ct| ct.as_bytes().get(..16))
+        .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"application/grpc"))
 }
 
 /// A `Content-Length` over the limit is rejected before the body is read.
@@ -169,5 +172,46 @@ pub(crate) fn rejection_response<B>(rejection: Rejection, grpc: bool) -> Respons
         response
     };
     response.extensions_mut().insert(rejection);
+    response
+}
+
+/// Answers a deduplicated request without calling the handler: 200 (already processed), 409
+/// (in flight) or 503 (store unreachable), the last two with `Retry-After`.
+pub(crate) fn duplicate_response<B>(
+    duplicate: Duplicate,
+    retry_after: Duration,
+    grpc: bool,
+) -> Response<ResponseBody<B>> {
+    tracing::info!(outcome = ?duplicate, "duplicate Metigan webhook delivery not processed");
+    let mut response = if grpc {
+        let mut response = Response::new(ResponseBody::empty());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert(
+            "grpc-status",
+            header::HeaderValue::from(duplicate.grpc_status()),
+        );
+        response
+    } else {
+        let mut response = Response::new(ResponseBody::fixed(Bytes::from_static(
+            duplicate.body().as_bytes(),
+        )));
+        *response.status_mut() = duplicate.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    };
+    if duplicate != Duplicate::AlreadyProcessed {
+        let secs = retry_after.as_secs().max(1);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+    }
+    response.extensions_mut().insert(duplicate);
     response
 }

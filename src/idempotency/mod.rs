@@ -1,0 +1,339 @@
+//! Deduplication of retried deliveries.
+//!
+//! Metigan retries a delivery that did not get a 2xx answer within 30 s, so one event can
+//! arrive several times. With [`Builder::deduplicate`](crate::Builder::deduplicate) the layer
+//! claims a key for every verified event before calling your handler:
+//!
+//! - the first delivery claims the key and runs the handler; a 2xx answer marks the key done,
+//!   anything else (non-2xx, an error, a panic, a dropped future) releases it so the retry runs;
+//! - a duplicate of a done key answers `200 OK` without calling the handler;
+//! - a duplicate while the first is still running answers `409 Conflict` with `Retry-After`;
+//! - a claim whose holder died expires after its lease; a done key after its TTL;
+//! - when the store cannot be reached the layer answers `503` with `Retry-After` (Metigan
+//!   retries later), or, with [`Dedupe::fail_open`], runs the handler anyway and logs a warning.
+//!
+//! Only verified events are deduplicated: a forged or rejected request never claims a key.
+//!
+//! # What it guarantees
+//!
+//! Metigan delivers at least once. With deduplication, within the TTL, your handler *succeeds*
+//! at most once per key, and never runs twice at the same time for one key (across instances
+//! with `RedisStore`, feature `redis`). A handler that fails may run again on
+//! the retry: that is the point. Effects a handler commits before failing are not rolled back.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::Duration;
+//! use metigan_webhook::MetiganSignatureLayer;
+//! use metigan_webhook::idempotency::{Dedupe, DedupeKey};
+//!
+//! let layer = MetiganSignatureLayer::builder()
+//!     .secret("whsec_example")
+//!     .deduplicate(Dedupe::in_memory().ttl(Duration::from_secs(24 * 3600)))
+//!     .build()
+//!     .unwrap();
+//! # drop(layer);
+//! ```
+
+mod guard;
+mod memory;
+#[cfg(feature = "redis")]
+mod redis;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use sha2::{Digest, Sha256};
+
+use crate::event::VerifiedEvent;
+
+pub(crate) use guard::ClaimGuard;
+pub use memory::{MemoryStore, DEFAULT_CAPACITY};
+#[cfg(feature = "redis")]
+pub use redis::{RedisStore, DEFAULT_PREFIX};
+
+/// A boxed, `Send` future, as returned by [`IdempotencyStore`] methods.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Proof of a claim: only its holder can complete or release the key.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token value (unique per claim).
+    pub fn new(value: impl Into<String>) -> Self {
+        Token(value.into())
+    }
+
+    /// The token's value.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(..)")
+    }
+}
+
+/// The outcome of [`IdempotencyStore::claim`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free: the caller holds it until it completes or releases it, or the lease
+    /// runs out.
+    Acquired(Token),
+    /// Another delivery of this key holds a live claim.
+    InFlight,
+    /// The key was already processed successfully (within its TTL).
+    Done,
+}
+
+/// The store could not answer (unreachable, timed out, full).
+#[derive(Debug, Clone)]
+pub struct StoreError {
+    message: String,
+}
+
+impl StoreError {
+    /// An error with a message for the logs (it must not contain secrets or bodies).
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "idempotency store error: {}", self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// Where claims and done keys live. Implemented by [`MemoryStore`] and, with the `redis`
+/// feature, `RedisStore`; implement it for your own database.
+///
+/// Every method must be atomic with respect to the others for one key: two concurrent `claim`s
+/// of a free key must not both return [`Claim::Acquired`].
+pub trait IdempotencyStore: Send + Sync + 'static {
+    /// Claims `key` for `lease` if it is neither claimed nor done.
+    fn claim(&self, key: &str, lease: Duration) -> BoxFuture<Result<Claim, StoreError>>;
+
+    /// Marks a claimed key done for `ttl`, if `token` still holds it.
+    fn complete(
+        &self,
+        key: &str,
+        token: &Token,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), StoreError>>;
+
+    /// Frees a claimed key, if `token` still holds it.
+    fn release(&self, key: &str, token: &Token) -> BoxFuture<Result<(), StoreError>>;
+
+    /// Frees a claimed key from a destructor (the request's future was dropped): must not block
+    /// and cannot be awaited. The default does nothing, so the claim expires with its lease.
+    fn release_detached(&self, key: &str, token: &Token) {
+        let _ = (key, token);
+    }
+}
+
+type KeyFn = dyn Fn(&VerifiedEvent, &Parts) -> Option<String> + Send + Sync;
+
+/// How the deduplication key of an event is made.
+#[derive(Clone)]
+pub enum DedupeKey {
+    /// `<event>:<messageId>` (the default): Metigan's guidance is to dedupe on `messageId`, and
+    /// the event type is part of the key because one email's `delivered`, `opened` and
+    /// `clicked` events share a `messageId`. Events without `messageId` are not deduplicated.
+    EventAndMessageId,
+    /// The `X-Webhook-Id` header (events without it are not deduplicated). Metigan documents it
+    /// both as the webhook's id and as a delivery id: use it only if yours is per delivery.
+    WebhookId,
+    /// The SHA-256 of the raw body: byte-identical retries are deduplicated, anything else is
+    /// not.
+    BodyDigest,
+    /// Your own function of the event and the request head; `None` skips deduplication.
+    Custom(Arc<KeyFn>),
+}
+
+impl DedupeKey {
+    /// A key made by your own function.
+    pub fn custom(
+        f: impl Fn(&VerifiedEvent, &Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        DedupeKey::Custom(Arc::new(f))
+    }
+
+    /// The key of one event, or `None` when it is not deduplicated.
+    pub(crate) fn key_of(&self, event: &VerifiedEvent, parts: &Parts) -> Option<String> {
+        match self {
+            DedupeKey::EventAndMessageId => event
+                .message_id()
+                .map(|id| format!("{}:{id}", event.event_type())),
+            DedupeKey::WebhookId => event.webhook_id().map(|id| format!("webhook-id:{id}")),
+            DedupeKey::BodyDigest => {
+                let digest = Sha256::digest(event.body());
+                let mut key = String::with_capacity(7 + 64);
+                key.push_str("sha256:");
+                for byte in digest {
+                    key.push_str(&format!("{byte:02x}"));
+                }
+                Some(key)
+            }
+            DedupeKey::Custom(f) => f(event, parts),
+        }
+    }
+}
+
+impl fmt::Debug for DedupeKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DedupeKey::EventAndMessageId => f.write_str("EventAndMessageId"),
+            DedupeKey::WebhookId => f.write_str("WebhookId"),
+            DedupeKey::BodyDigest => f.write_str("BodyDigest"),
+            DedupeKey::Custom(_) => f.write_str("Custom(..)"),
+        }
+    }
+}
+
+/// The deduplication settings given to [`Builder::deduplicate`](crate::Builder::deduplicate).
+#[derive(Clone)]
+pub struct Dedupe {
+    pub(crate) store: Arc<dyn IdempotencyStore>,
+    pub(crate) key: DedupeKey,
+    pub(crate) lease: Duration,
+    pub(crate) ttl: Duration,
+    pub(crate) retry_after: Duration,
+    pub(crate) fail_open: bool,
+}
+
+impl fmt::Debug for Dedupe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dedupe")
+            .field("key", &self.key)
+            .field("lease", &self.lease)
+            .field("ttl", &self.ttl)
+            .field("retry_after", &self.retry_after)
+            .field("fail_open", &self.fail_open)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Default claim lease: longer than Metigan's 30 s delivery timeout.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// Default lifetime of a done key: one day.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Default `Retry-After` of 409 and 503 answers.
+pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+impl Dedupe {
+    /// Deduplicates with `store`, keyed by `<event>:<messageId>`, lease 60 s, TTL 24 h.
+    pub fn new(store: impl IdempotencyStore) -> Self {
+        Dedupe {
+            store: Arc::new(store),
+            key: DedupeKey::EventAndMessageId,
+            lease: DEFAULT_LEASE,
+            ttl: DEFAULT_TTL,
+            retry_after: DEFAULT_RETRY_AFTER,
+            fail_open: false,
+        }
+    }
+
+    /// Deduplicates in this process's memory ([`MemoryStore::default`]).
+    pub fn in_memory() -> Self {
+        Dedupe::new(MemoryStore::default())
+    }
+
+    /// Chooses the key (default [`DedupeKey::EventAndMessageId`]).
+    pub fn key(mut self, key: DedupeKey) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// How long a claim lives if its holder never completes or releases it (a crashed
+    /// instance). Keep it longer than your slowest handler; default 60 s.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// How long a done key is remembered; default 24 h.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// The `Retry-After` of 409 (in flight) and 503 (store unreachable) answers; default 5 s.
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// When the store cannot be reached, run the handler anyway (and log a warning) instead of
+    /// answering 503. Duplicates may then be processed twice.
+    pub fn fail_open(mut self) -> Self {
+        self.fail_open = true;
+        self
+    }
+}
+
+/// How a deduplicated request was answered without calling the handler; put in the response's
+/// extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Duplicate {
+    /// The key was already processed: `200 OK`.
+    AlreadyProcessed,
+    /// The key is being processed by another delivery: `409 Conflict` with `Retry-After`.
+    InFlight,
+    /// The store could not be reached: `503 Service Unavailable` with `Retry-After`.
+    StoreUnavailable,
+}
+
+impl Duplicate {
+    pub(crate) fn status(self) -> http::StatusCode {
+        match self {
+            Duplicate::AlreadyProcessed => http::StatusCode::OK,
+            Duplicate::InFlight => http::StatusCode::CONFLICT,
+            Duplicate::StoreUnavailable => http::StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub(crate) fn body(self) -> &'static str {
+        match self {
+            Duplicate::AlreadyProcessed => "OK",
+            Duplicate::InFlight => "in_flight: this event is being processed; retry later\n",
+            Duplicate::StoreUnavailable => {
+                "store_unavailable: deduplication store unreachable; retry later\n"
+            }
+        }
+    }
+
+    pub(crate) fn grpc_status(self) -> u16 {
+        match self {
+            Duplicate::AlreadyProcessed => 0,
+            Duplicate::InFlight => 10,
+            Duplicate::StoreUnavailable => 14,
+        }
+    }
+}
+
+/// A process-unique, unpredictable claim token (no extra dependency: std's randomly seeded
+/// hasher, a counter and the process id).
+pub(crate) fn new_token() -> Token {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(n);
+    let random = hasher.finish();
+    Token(format!("{:x}-{n:x}-{random:016x}", std::process::id()))
+}

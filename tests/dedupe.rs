@@ -1,0 +1,681 @@
+//! Deduplication semantics, one suite run against each store: in memory, and a real
+//! `redis-server` started on a free port of 127.0.0.1.
+
+mod common;
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use metigan_webhook::idempotency::{Claim, Dedupe, DedupeKey, IdempotencyStore, MemoryStore};
+use metigan_webhook::{MetiganSignatureLayer, VerifiedBody, VerifiedEvent};
+use tokio::sync::Notify;
+use tower::{Service, ServiceExt};
+use tower_http::catch_panic::CatchPanicLayer;
+
+use common::{now, post as http_post, serve_axum, Answer};
+
+const SECRET: &str = "whsec_dedupe_suite";
+const PATH: &str = "/hook";
+
+type Req = http::Request<Full<Bytes>>;
+
+/// What the handler saw: calls per `<event>:<messageId>`, and a gate for slow handlers.
+#[derive(Clone, Default)]
+struct Handler {
+    calls: Arc<Mutex<HashMap<String, usize>>>,
+    gate: Arc<Notify>,
+    started: Arc<Notify>,
+}
+
+impl Handler {
+    fn calls(&self, key: &str) -> usize {
+        self.calls.lock().unwrap().get(key).copied().unwrap_or(0)
+    }
+
+    fn total(&self) -> usize {
+        self.calls.lock().unwrap().values().sum()
+    }
+
+    /// The handler's behaviour is chosen by `data.mode` of the event.
+    async fn handle(&self, event: VerifiedEvent) -> (StatusCode, &'static str) {
+        let key = format!(
+            "{}:{}",
+            event.event_type(),
+            event.message_id().unwrap_or("-")
+        );
+        let count = {
+            let mut calls = self.calls.lock().unwrap();
+            let count = calls.entry(key).or_default();
+            *count += 1;
+            *count
+        };
+        match event
+            .data()
+            .get("mode")
+            .and_then(|m| m.as_str())
+            .unwrap_or("ok")
+        {
+            "fail-once" if count == 1 => (StatusCode::INTERNAL_SERVER_ERROR, "try again"),
+            "panic-once" if count == 1 => panic!("handler panicked on purpose"),
+            "gate" => {
+                self.started.notify_one();
+                self.gate.notified().await;
+                (StatusCode::OK, "OK")
+            }
+            "slow" => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                (StatusCode::OK, "OK")
+            }
+            _ => (StatusCode::OK, "OK"),
+        }
+    }
+}
+
+fn body(event: &str, message_id: Option<&str>, mode: &str) -> String {
+    let id = message_id.map_or(String::new(), |id| format!(r#""messageId":"{id}","#));
+    format!(r#"{{"event":"{event}",{id}"data":{{"recipient":"a@example.com","mode":"{mode}"}}}}"#)
+}
+
+async fn deliver(addr: SocketAddr, body: &str) -> Answer {
+    deliver_with(addr, body, &[]).await
+}
+
+async fn deliver_with(addr: SocketAddr, body: &str, extra: &[(&str, &str)]) -> Answer {
+    let sig = metigan_webhook::sign(SECRET, now(), body.as_bytes());
+    let mut headers = vec![("x-webhook-signature", sig.as_str())];
+    headers.extend_from_slice(extra);
+    http_post(addr, PATH, &headers, body.to_owned()).await
+}
+
+async fn serve(dedupe: Dedupe) -> (SocketAddr, Handler) {
+    let handler = Handler::default();
+    let h = handler.clone();
+    let layer = MetiganSignatureLayer::builder()
+        .secret(SECRET)
+        .deduplicate(dedupe)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            PATH,
+            post(move |event: VerifiedEvent| async move { h.handle(event).await }),
+        )
+        .layer(layer)
+        // Outermost: a panicking handler becomes a 500 (the claim is released on unwind).
+        .layer(CatchPanicLayer::new());
+    (serve_axum(app).await, handler)
+}
+
+// ---------------------------------------------------------------------------------------
+// The scenarios, each taking the store under test.
+// ---------------------------------------------------------------------------------------
+
+async fn concurrent_duplicates_run_once(dedupe: Dedupe) {
+    let (addr, handler) = serve(dedupe).await;
+    let event = body("email.delivered", Some("m-1"), "gate");
+    let first = tokio::spawn({
+        let event = event.clone();
+        async move { deliver(addr, &event).await }
+    });
+    handler.started.notified().await;
+    // Same delivery while the first is running: 409 with Retry-After, handler not called.
+    let second = deliver(addr, &event).await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.text());
+    assert_eq!(second.headers["retry-after"], "5");
+    assert!(second.text().starts_with("in_flight"));
+    handler.gate.notify_one();
+    let first = first.await.unwrap();
+    assert_eq!(first.status, StatusCode::OK);
+    // After success: 200 without running the handler.
+    let third = deliver(addr, &event).await;
+    assert_eq!(third.status, StatusCode::OK);
+    assert_eq!(third.text(), "OK");
+    assert_eq!(handler.calls("email.delivered:m-1"), 1);
+}
+
+async fn simultaneous_duplicates_run_once(dedupe: Dedupe) {
+    let (addr, handler) = serve(dedupe).await;
+    let event = body("email.opened", Some("m-2"), "ok");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let event = event.clone();
+        tasks.push(tokio::spawn(
+            async move { deliver(addr, &event).await.status },
+        ));
+    }
+    for task in tasks {
+        let status = task.await.unwrap();
+        assert!(
+            status == StatusCode::OK || status == StatusCode::CONFLICT,
+            "{status}"
+        );
+    }
+    assert_eq!(handler.calls("email.opened:m-2"), 1);
+}
+
+async fn non_2xx_releases(dedupe: Dedupe) {
+    let (addr, handler) = serve(dedupe).await;
+    let event = body("email.bounced", Some("m-3"), "fail-once");
+    assert_eq!(deliver(addr, &event).await.status, 500);
+    assert_eq!(deliver(addr, &event).await.status, 200, "the retry runs");
+    assert_eq!(deliver(addr, &event).await.status, 200);
+    assert_eq!(handler.calls("email.bounced:m-3"), 2);
+}
+
+async fn panic_releases(dedupe: Dedupe) {
+    let (addr, handler) = serve(dedupe).await;
+    let event = body("email.clicked", Some("m-4"), "panic-once");
+    assert_eq!(deliver(addr, &event).await.status, 500);
+    assert_eq!(deliver(addr, &event).await.status, 200, "the retry runs");
+    assert_eq!(deliver(addr, &event).await.status, 200);
+    assert_eq!(handler.calls("email.clicked:m-4"), 2);
+}
+
+async fn error_releases(dedupe: Dedupe) {
+    // A plain tower service whose first call fails with an error.
+    let calls = Arc::new(Mutex::new(0usize));
+    let c = calls.clone();
+    let inner = tower::service_fn(move |_req: http::Request<VerifiedBody>| {
+        let c = c.clone();
+        async move {
+            let mut calls = c.lock().unwrap();
+            *calls += 1;
+            if *calls == 1 {
+                Err("database down".to_owned())
+            } else {
+                Ok(http::Response::new(Full::new(Bytes::from_static(b"OK"))))
+            }
+        }
+    });
+    let layer = MetiganSignatureLayer::builder()
+        .secret(SECRET)
+        .deduplicate(dedupe)
+        .build()
+        .unwrap();
+    let mut service = tower::ServiceBuilder::new().layer(layer).service(inner);
+    let event = body("email.sent", Some("m-5"), "ok");
+    let request = || {
+        let sig = metigan_webhook::sign(SECRET, now(), event.as_bytes());
+        http::Request::post(PATH)
+            .header("x-webhook-signature", sig)
+            .body(Full::new(Bytes::from(event.clone())))
+            .unwrap()
+    };
+    let err = ServiceExt::<Req>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap_err();
+    assert_eq!(err, "database down");
+    let ok = ServiceExt::<Req>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let dup = ServiceExt::<Req>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(request())
+        .await
+        .unwrap();
+    assert_eq!(dup.status(), 200);
+    assert_eq!(*calls.lock().unwrap(), 2);
+}
+
+async fn dropped_future_releases(dedupe: Dedupe) {
+    let (addr, handler) = serve(dedupe.clone()).await;
+    let slow = body("email.failed", Some("m-6"), "slow");
+    // The client gives up (a timeout): hyper drops the request's future with the connection.
+    let attempt = tokio::time::timeout(Duration::from_millis(300), deliver(addr, &slow)).await;
+    assert!(attempt.is_err(), "the slow handler is still running");
+    // In process, deterministically: drop the future while the handler runs.
+    let layer = MetiganSignatureLayer::builder()
+        .secret(SECRET)
+        .deduplicate(dedupe)
+        .build()
+        .unwrap();
+    // The first call never finishes on its own; later ones answer at once.
+    let first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = first.clone();
+    let mut service = tower::ServiceBuilder::new().layer(layer).service_fn(
+        move |_req: http::Request<VerifiedBody>| {
+            let block = f.swap(false, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if block {
+                    std::future::pending::<()>().await;
+                }
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"OK"))))
+            }
+        },
+    );
+    let event = body("email.failed", Some("m-7"), "ok");
+    let request = || {
+        let sig = metigan_webhook::sign(SECRET, now(), event.as_bytes());
+        http::Request::post(PATH)
+            .header("x-webhook-signature", sig)
+            .body(Full::new(Bytes::from(event.clone())))
+            .unwrap()
+    };
+    let pending = ServiceExt::<Req>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(request());
+    let pending = tokio::time::timeout(Duration::from_millis(100), pending).await;
+    assert!(pending.is_err(), "still running: dropped by the timeout");
+    // The memory store releases in the destructor; Redis from a spawned task: poll briefly.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let retry = ServiceExt::<Req>::ready(&mut service)
+            .await
+            .unwrap()
+            .call(request());
+        let retry = retry.await.unwrap();
+        if retry.status() == StatusCode::OK {
+            assert_eq!(retry.into_body().collect().await.unwrap().to_bytes(), "OK");
+            break;
+        }
+        assert_eq!(retry.status(), StatusCode::CONFLICT);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dropped claim was released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Over HTTP: once the server noticed the client left, the retry runs the handler again.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = body("email.failed", Some("m-6"), "ok");
+        // Same key (event + messageId), fast mode now.
+        let answer = deliver(addr, &again).await;
+        if answer.status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(answer.status, StatusCode::CONFLICT);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "claim released after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(handler.calls("email.failed:m-6"), 2);
+}
+
+async fn lease_and_ttl_expire(store: Arc<dyn IdempotencyStore>, dedupe: Dedupe) {
+    let dedupe = dedupe
+        .lease(Duration::from_millis(400))
+        .ttl(Duration::from_millis(400));
+    let (addr, handler) = serve(dedupe).await;
+    // A holder that died: a claim nobody will complete (prefixed like the layer's keys).
+    let claim = store
+        .claim("contact.created:m-8", Duration::from_millis(400))
+        .await
+        .unwrap();
+    assert!(matches!(claim, Claim::Acquired(_)));
+    let event = body("contact.created", Some("m-8"), "ok");
+    assert_eq!(deliver(addr, &event).await.status, StatusCode::CONFLICT);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(deliver(addr, &event).await.status, 200, "lease expired");
+    assert_eq!(handler.calls("contact.created:m-8"), 1);
+    assert_eq!(deliver(addr, &event).await.status, 200);
+    assert_eq!(
+        handler.calls("contact.created:m-8"),
+        1,
+        "done within the TTL"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(deliver(addr, &event).await.status, 200);
+    assert_eq!(
+        handler.calls("contact.created:m-8"),
+        2,
+        "done key expired after its TTL"
+    );
+}
+
+async fn keys_and_unverified_requests(dedupe: Dedupe) {
+    let (addr, handler) = serve(dedupe).await;
+    // A forged request with the same messageId never claims the key.
+    let event = body("email.delivered", Some("m-9"), "ok");
+    let forged = metigan_webhook::sign("whsec_attacker", now(), event.as_bytes());
+    let answer = http_post(
+        addr,
+        PATH,
+        &[("x-webhook-signature", &forged)],
+        event.clone(),
+    )
+    .await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(deliver(addr, &event).await.status, 200);
+    assert_eq!(handler.calls("email.delivered:m-9"), 1);
+    // Other event types of the same email are all processed.
+    for kind in ["email.opened", "email.clicked"] {
+        assert_eq!(
+            deliver(addr, &body(kind, Some("m-9"), "ok")).await.status,
+            200
+        );
+        assert_eq!(handler.calls(&format!("{kind}:m-9")), 1);
+    }
+    // No messageId: not deduplicated.
+    let anonymous = body("audience.updated", None, "ok");
+    deliver(addr, &anonymous).await;
+    deliver(addr, &anonymous).await;
+    assert_eq!(handler.calls("audience.updated:-"), 2);
+}
+
+async fn alternative_keys(dedupe: Dedupe) {
+    // X-Webhook-Id: two bodies with one id are one delivery.
+    let (addr, handler) = serve(dedupe.clone().key(DedupeKey::WebhookId)).await;
+    let id = [("x-webhook-id", "delivery-1")];
+    deliver_with(addr, &body("email.sent", Some("a"), "ok"), &id).await;
+    deliver_with(addr, &body("email.sent", Some("b"), "ok"), &id).await;
+    assert_eq!(handler.total(), 1);
+
+    // Body digest: only byte-identical bodies are duplicates.
+    let (addr, handler) = serve(dedupe.clone().key(DedupeKey::BodyDigest)).await;
+    let same = body("email.sent", None, "ok");
+    deliver(addr, &same).await;
+    deliver(addr, &same).await;
+    deliver(addr, &same.replace("a@example.com", "b@example.com")).await;
+    assert_eq!(handler.total(), 2);
+
+    // A custom function: here, the recipient.
+    let key = DedupeKey::custom(|event, _parts| event.recipient().map(str::to_owned));
+    let (addr, handler) = serve(dedupe.key(key)).await;
+    deliver(addr, &body("email.sent", Some("x"), "ok")).await;
+    deliver(addr, &body("email.opened", Some("y"), "ok")).await;
+    assert_eq!(handler.total(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// The suite against each store.
+// ---------------------------------------------------------------------------------------
+
+mod memory {
+    use super::*;
+
+    fn dedupe() -> Dedupe {
+        Dedupe::in_memory()
+    }
+
+    #[tokio::test]
+    async fn concurrent_duplicates_run_once() {
+        super::concurrent_duplicates_run_once(dedupe()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn simultaneous_duplicates_run_once() {
+        super::simultaneous_duplicates_run_once(dedupe()).await;
+    }
+
+    #[tokio::test]
+    async fn non_2xx_releases() {
+        super::non_2xx_releases(dedupe()).await;
+    }
+
+    #[tokio::test]
+    async fn panic_releases() {
+        super::panic_releases(dedupe()).await;
+    }
+
+    #[tokio::test]
+    async fn error_releases() {
+        super::error_releases(dedupe()).await;
+    }
+
+    #[tokio::test]
+    async fn dropped_future_releases() {
+        super::dropped_future_releases(dedupe()).await;
+    }
+
+    #[tokio::test]
+    async fn lease_and_ttl_expire() {
+        let store = Arc::new(MemoryStore::default());
+        let dedupe = Dedupe::new(SharedStore(store.clone()));
+        super::lease_and_ttl_expire(store, dedupe).await;
+    }
+
+    #[tokio::test]
+    async fn keys_and_unverified_requests() {
+        super::keys_and_unverified_requests(dedupe()).await;
+    }
+
+    #[tokio::test]
+    async fn alternative_keys() {
+        super::alternative_keys(dedupe()).await;
+    }
+
+    /// The in-memory equivalent of "store unavailable": a store full of live claims answers
+    /// 503 (fail-closed) or runs the handler (fail-open).
+    #[tokio::test]
+    async fn full_store_is_unavailable() {
+        let store = Arc::new(MemoryStore::with_capacity(1));
+        let shared = SharedStore(store.clone());
+        for i in 0..200 {
+            let _ = store
+                .claim(&format!("filler-{i}"), Duration::from_secs(60))
+                .await;
+        }
+        let (addr, handler) = serve(Dedupe::new(shared.clone())).await;
+        let event = body("email.sent", Some("m-full"), "ok");
+        let answer = deliver(addr, &event).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.headers["retry-after"], "5");
+        assert_eq!(handler.total(), 0);
+        let (addr, handler) = serve(Dedupe::new(shared).fail_open()).await;
+        assert_eq!(deliver(addr, &event).await.status, StatusCode::OK);
+        assert_eq!(handler.total(), 1);
+    }
+
+    /// Issue #3's load check: 1,000 concurrent deliveries, 10 of each of 100 keys, on a
+    /// two-worker runtime: each key's handler runs exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn thousand_concurrent_duplicates_of_hundred_keys() {
+        let (addr, handler) = serve(dedupe()).await;
+        let mut tasks = Vec::new();
+        for round in 0..10 {
+            for key in 0..100 {
+                let event = body("email.delivered", Some(&format!("load-{key}")), "ok");
+                tasks.push(tokio::spawn(async move {
+                    let _ = round;
+                    deliver(addr, &event).await.status
+                }));
+            }
+        }
+        let mut statuses = HashMap::new();
+        for task in tasks {
+            *statuses
+                .entry(task.await.unwrap().as_u16())
+                .or_insert(0usize) += 1;
+        }
+        assert_eq!(handler.total(), 100, "statuses: {statuses:?}");
+        for key in 0..100 {
+            assert_eq!(handler.calls(&format!("email.delivered:load-{key}")), 1);
+        }
+        assert!(
+            statuses.keys().all(|s| *s == 200 || *s == 409),
+            "{statuses:?}"
+        );
+    }
+}
+
+/// Lets a test keep a handle on the store given to the layer.
+struct SharedStore<S>(Arc<S>);
+
+impl<S> Clone for SharedStore<S> {
+    fn clone(&self) -> Self {
+        SharedStore(self.0.clone())
+    }
+}
+
+impl<S: IdempotencyStore> IdempotencyStore for SharedStore<S> {
+    fn claim(
+        &self,
+        key: &str,
+        lease: Duration,
+    ) -> metigan_webhook::idempotency::BoxFuture<
+        Result<Claim, metigan_webhook::idempotency::StoreError>,
+    > {
+        self.0.claim(key, lease)
+    }
+    fn complete(
+        &self,
+        key: &str,
+        token: &metigan_webhook::idempotency::Token,
+        ttl: Duration,
+    ) -> metigan_webhook::idempotency::BoxFuture<Result<(), metigan_webhook::idempotency::StoreError>>
+    {
+        self.0.complete(key, token, ttl)
+    }
+    fn release(
+        &self,
+        key: &str,
+        token: &metigan_webhook::idempotency::Token,
+    ) -> metigan_webhook::idempotency::BoxFuture<Result<(), metigan_webhook::idempotency::StoreError>>
+    {
+        self.0.release(key, token)
+    }
+    fn release_detached(&self, key: &str, token: &metigan_webhook::idempotency::Token) {
+        self.0.release_detached(key, token)
+    }
+}
+
+mod redis {
+    use super::redis_server::RedisServer;
+    use super::*;
+    use metigan_webhook::idempotency::RedisStore;
+
+    /// A fresh server per test: tests run in parallel and one of them stops its server.
+    async fn store() -> (RedisServer, RedisStore) {
+        let server = RedisServer::start();
+        let store = RedisStore::connect(&server.url()).await.unwrap();
+        (server, store)
+    }
+
+    #[tokio::test]
+    async fn concurrent_duplicates_run_once() {
+        let (_server, store) = store().await;
+        super::concurrent_duplicates_run_once(Dedupe::new(store)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn simultaneous_duplicates_run_once() {
+        let (_server, store) = store().await;
+        super::simultaneous_duplicates_run_once(Dedupe::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn non_2xx_releases() {
+        let (_server, store) = store().await;
+        super::non_2xx_releases(Dedupe::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn panic_releases() {
+        let (_server, store) = store().await;
+        super::panic_releases(Dedupe::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn error_releases() {
+        let (_server, store) = store().await;
+        super::error_releases(Dedupe::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn dropped_future_releases() {
+        let (_server, store) = store().await;
+        super::dropped_future_releases(Dedupe::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn lease_and_ttl_expire() {
+        let (_server, store) = store().await;
+        let handle = Arc::new(store.clone());
+        super::lease_and_ttl_expire(handle, Dedupe::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn keys_and_unverified_requests() {
+        let (_server, store) = store().await;
+        super::keys_and_unverified_requests(Dedupe::new(store)).await;
+    }
+
+    #[tokio::test]
+    async fn alternative_keys() {
+        let (_server, store) = store().await;
+        super::alternative_keys(Dedupe::new(store.clone().prefix("alt:"))).await;
+    }
+
+    #[tokio::test]
+    async fn unreachable_store_answers_503_or_fails_open() {
+        let (mut server, store) = store().await;
+        let (addr, handler) = serve(Dedupe::new(store.clone())).await;
+        let (open_addr, open_handler) = serve(Dedupe::new(store).fail_open()).await;
+        let event = body("email.delivered", Some("m-10"), "ok");
+        assert_eq!(deliver(addr, &event).await.status, 200);
+
+        server.stop();
+        let other = body("email.delivered", Some("m-11"), "ok");
+        let answer = deliver(addr, &other).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            answer.text()
+        );
+        assert_eq!(answer.headers["retry-after"], "5");
+        assert!(answer.text().starts_with("store_unavailable"));
+        assert_eq!(
+            handler.calls("email.delivered:m-11"),
+            0,
+            "not run while Redis is down"
+        );
+
+        // Fail-open: processed anyway (with a warning in the log).
+        let answer = deliver(open_addr, &other).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(open_handler.calls("email.delivered:m-11"), 1);
+
+        // Redis back: the retry is processed.
+        server.restart();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = deliver(addr, &other).await;
+            if answer.status == StatusCode::OK {
+                break;
+            }
+            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(tokio::time::Instant::now() < deadline, "store reconnects");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(handler.calls("email.delivered:m-11"), 1);
+    }
+
+    #[tokio::test]
+    async fn connect_fails_fast_when_unreachable() {
+        let server = RedisServer::start();
+        let url = server.url();
+        drop(server);
+        let started = std::time::Instant::now();
+        let err = RedisStore::connect(&url).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(err.to_string().contains("redis"), "{err}");
+        let err = RedisStore::connect("redis://user:hunter2@127.0.0.1:1/")
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+}

@@ -9,6 +9,10 @@
 //! Verified events answer `200 OK` and print one line to stdout; rejected requests answer
 //! 401 / 413 / 400 with the reason code (logged to stderr). Set `RUST_LOG` to change the log
 //! level (default `info`).
+//!
+//! Retried deliveries are deduplicated on `<event>:<messageId>`: in memory by default, in Redis
+//! when `REDIS_URL` is set (so several receivers behind one URL never process an event twice).
+//! A duplicate answers `200 OK` and prints nothing.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,6 +20,7 @@ use std::process::ExitCode;
 
 use axum::routing::post;
 use axum::Router;
+use metigan_webhook::idempotency::{Dedupe, RedisStore};
 use metigan_webhook::{EventType, MetiganSignatureLayer, VerifiedEvent};
 
 /// The line printed for one event.
@@ -46,18 +51,34 @@ fn app(layer: MetiganSignatureLayer) -> Router {
         .route_layer(layer)
 }
 
-fn config() -> Result<(MetiganSignatureLayer, SocketAddr), String> {
+async fn config() -> Result<(MetiganSignatureLayer, SocketAddr), String> {
     let secret = std::env::var("WEBHOOK_SECRET").map_err(|_| {
         "WEBHOOK_SECRET is not set: export the secret shown in Metigan's webhook settings"
             .to_owned()
     })?;
-    let layer = MetiganSignatureLayer::new(&secret).map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
+    let builder = MetiganSignatureLayer::builder().secret(&secret);
     let port = match std::env::var("PORT") {
         Ok(port) => port
             .parse::<u16>()
             .map_err(|_| format!("PORT must be a number from 0 to 65535, got {port:?}"))?,
         Err(_) => 3000,
     };
+    // Check the secret before connecting anywhere.
+    MetiganSignatureLayer::new(&secret).map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
+    let dedupe = match std::env::var("REDIS_URL") {
+        Ok(url) if !url.is_empty() => {
+            let store = RedisStore::connect(&url)
+                .await
+                .map_err(|e| format!("REDIS_URL: {e}"))?;
+            tracing::info!("deduplicating in Redis");
+            Dedupe::new(store)
+        }
+        _ => Dedupe::in_memory(),
+    };
+    let layer = builder
+        .deduplicate(dedupe)
+        .build()
+        .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
     Ok((layer, SocketAddr::from(([0, 0, 0, 0], port))))
 }
 
@@ -71,7 +92,7 @@ async fn main() -> ExitCode {
         )
         .init();
 
-    let (layer, addr) = match config() {
+    let (layer, addr) = match config().await {
         Ok(config) => config,
         Err(message) => {
             eprintln!("receiver: {message}");

@@ -2,116 +2,18 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Stdio;
+#[path = "common/receiver.rs"]
+mod receiver;
+
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::process::Command;
 
 use common::{event_body, now, post};
+use receiver::{receiver_binary, Receiver};
 
-const SECRET: &str = "whsec_receiver_test_secret";
+const SECRET: &str = receiver::SECRET;
 const PATH: &str = "/webhooks/metigan";
-
-/// Builds the example (cached after the first time) and returns its path.
-fn receiver_binary() -> PathBuf {
-    let mut args = vec!["build", "--quiet", "--example", "receiver"];
-    if !cfg!(debug_assertions) {
-        args.push("--release");
-    }
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(&args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the receiver example failed");
-    // Tests live in target/<profile>/deps; examples in target/<profile>/examples.
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap();
-    profile_dir.join("examples").join("receiver")
-}
-
-struct Receiver {
-    child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
-    stderr: Lines<BufReader<ChildStderr>>,
-    addr: std::net::SocketAddr,
-}
-
-impl Receiver {
-    async fn start() -> Receiver {
-        let mut child = Command::new(receiver_binary())
-            .env("WEBHOOK_SECRET", SECRET)
-            .env("PORT", "0")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("receiver starts");
-        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-        // The receiver logs the address it bound (PORT=0 picks a free port).
-        let addr = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                let line = stderr
-                    .next_line()
-                    .await
-                    .unwrap()
-                    .expect("receiver exited early");
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let port: u16 = rest
-                        .split('/')
-                        .next()
-                        .and_then(|hp| hp.rsplit(':').next())
-                        .and_then(|p| p.parse().ok())
-                        .expect("port in the log line");
-                    break std::net::SocketAddr::from(([127, 0, 0, 1], port));
-                }
-            }
-        })
-        .await
-        .expect("receiver listening within 20 s");
-        Receiver {
-            child,
-            stdout,
-            stderr,
-            addr,
-        }
-    }
-
-    async fn next_line(&mut self) -> String {
-        tokio::time::timeout(Duration::from_secs(5), self.stdout.next_line())
-            .await
-            .expect("a line on stdout within 5 s (flushed at once)")
-            .unwrap()
-            .expect("stdout open")
-    }
-
-    /// Stops the receiver and returns what it wrote afterwards on stdout and stderr.
-    async fn stop(mut self) -> (Vec<String>, Vec<String>) {
-        let pid = self.child.id().unwrap();
-        // SIGTERM: the receiver shuts down gracefully.
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .expect("receiver stops on SIGTERM")
-            .unwrap();
-        assert!(status.success(), "graceful exit, got {status}");
-        let mut out = Vec::new();
-        while let Ok(Some(line)) = self.stdout.next_line().await {
-            out.push(line);
-        }
-        let mut err = Vec::new();
-        while let Ok(Some(line)) = self.stderr.next_line().await {
-            err.push(line);
-        }
-        (out, err)
-    }
-}
 
 fn signed_headers(body: &str, t: u64, secret: &str) -> String {
     metigan_webhook::sign(secret, t, body.as_bytes())
@@ -119,7 +21,7 @@ fn signed_headers(body: &str, t: u64, secret: &str) -> String {
 
 #[tokio::test]
 async fn receiver_prints_one_line_per_event_and_rejects_bad_requests() {
-    let mut receiver = Receiver::start().await;
+    let mut receiver = Receiver::start(&[]).await;
     let addr = receiver.addr;
 
     // Every event type: 200 OK and exactly the documented line, flushed at once.
@@ -147,8 +49,9 @@ async fn receiver_prints_one_line_per_event_and_rejects_bad_requests() {
             "Received event: email.brand_new_type",
         ),
     ];
-    for (i, (event, line)) in expected.iter().enumerate() {
-        let body = event_body(event, &format!("msg-{i}"));
+    // One messageId for all: different event types of one email are all processed.
+    for (event, line) in expected.iter() {
+        let body = event_body(event, "msg-shared");
         let sig = signed_headers(&body, now(), SECRET);
         let answer = post(
             addr,
@@ -164,6 +67,14 @@ async fn receiver_prints_one_line_per_event_and_rejects_bad_requests() {
         assert_eq!(answer.text(), "OK");
         assert_eq!(receiver.next_line().await, *line);
     }
+
+    // A retried delivery of a processed event: 200 OK, the handler does not run (nothing
+    // printed, checked at the end).
+    let body = event_body("email.delivered", "msg-shared");
+    let sig = signed_headers(&body, now(), SECRET);
+    let answer = post(addr, PATH, &[("x-webhook-signature", &sig)], body).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "OK");
 
     // Rejections: status and reason code; nothing printed on stdout.
     let body = event_body("email.delivered", "msg-bad");

@@ -1,4 +1,5 @@
 //! A real `redis-server` on a free port of 127.0.0.1, started and stopped by the test.
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

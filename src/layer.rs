@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::HeaderName;
 use tower_layer::Layer;
+use zeroize::Zeroizing;
 
 use crate::idempotency::Dedupe;
 use crate::service::MetiganSignature;
@@ -126,7 +127,9 @@ impl<S> Layer<S> for MetiganSignatureLayer {
 #[derive(Default)]
 #[must_use]
 pub struct Builder {
-    secrets: Vec<String>,
+    /// Zeroized when the builder is dropped; the layer keeps only the prepared HMAC key states
+    /// (zeroized on drop too, by `sha2`'s `zeroize` feature).
+    secrets: Vec<Zeroizing<String>>,
     error: Option<ConfigError>,
     tolerance: Option<Duration>,
     disable_timestamp_check: bool,
@@ -162,7 +165,7 @@ impl Builder {
                 self.error = Some(err);
             }
         }
-        self.secrets.push(secret.to_owned());
+        self.secrets.push(Zeroizing::new(secret.to_owned()));
         self
     }
 
@@ -242,7 +245,7 @@ impl Builder {
         if let Some(err) = self.error {
             return Err(err);
         }
-        let mut verifier = Verifier::new(&self.secrets)?;
+        let mut verifier = Verifier::new(self.secrets.iter().map(|s| s.as_str()))?;
         if let Some(tolerance) = self.tolerance {
             verifier = verifier.with_tolerance(tolerance);
         }

@@ -24,7 +24,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::{Choice, ConditionallySelectable, ConstantTimeEq};
 
@@ -483,6 +483,15 @@ impl SignatureHeader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn prepared_key_states_are_zeroized_on_drop() {
+        // The HMAC key state is two SHA-256 cores; with `sha2`'s `zeroize` feature they wipe
+        // their state in `Drop`. This stops compiling if that feature is ever lost.
+        fn zeroize_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+        zeroize_on_drop::<<Sha256 as hmac::EagerHash>::Core>();
+        zeroize_on_drop::<zeroize::Zeroizing<String>>();
+    }
 
     #[test]
     fn itoa_matches_std() {

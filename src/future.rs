@@ -1,12 +1,13 @@
-//! [`ResponseFuture`]: buffer the body within the limit, verify, then call the inner service.
+//! [`ResponseFuture`]: buffer the body within the limit, verify, claim the deduplication key,
+//! call the inner service, record the outcome.
 
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
 use http::request::Parts;
 use http::{Request, Response};
 use http_body::Body;
@@ -14,21 +15,45 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::{ResponseBody, VerifiedBody};
+use crate::buffer::Buffer;
 use crate::event::{Envelope, VerifiedEvent};
-use crate::idempotency::{BoxFuture, Claim, ClaimGuard, Duplicate, StoreError};
+use crate::idempotency::{new_token, BoxFuture, Claim, ClaimGuard, Duplicate, StoreError};
 use crate::layer::Config;
 use crate::rejection::{Reason, Rejection};
-use crate::service::{duplicate_response, rejection_response};
+use crate::response::{duplicate_response, rejection_response};
 use crate::signature::SignatureHeader;
 
 pin_project! {
     /// Response future of [`MetiganSignature`](crate::MetiganSignature).
+    ///
+    /// A state machine: read the body (bounded), verify it, claim the deduplication key when
+    /// deduplication is on, call the inner service, then record the outcome in the store.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<VerifiedBody>>,
     {
         #[pin]
         state: State<S, B>,
+    }
+}
+
+impl<S, B> fmt::Debug for ResponseFuture<S, B>
+where
+    S: Service<Request<VerifiedBody>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.state {
+            State::Buffering { .. } => "Buffering",
+            State::Claiming { .. } => "Claiming",
+            State::Calling { .. } => "Calling",
+            State::Finishing { .. } => "Finishing",
+            State::Rejected { .. } => "Rejected",
+            State::Answered { .. } => "Answered",
+            State::Done => "Done",
+        };
+        f.debug_struct("ResponseFuture")
+            .field("state", &state)
+            .finish()
     }
 }
 
@@ -45,7 +70,7 @@ pin_project! {
         },
         Claiming {
             claim: BoxFuture<Result<Claim, StoreError>>,
-            pending: Option<Claimant<S>>,
+            claimant: Option<Claimant<S>>,
         },
         Calling {
             #[pin]
@@ -55,6 +80,9 @@ pin_project! {
         },
         Finishing {
             store_op: BoxFuture<Result<(), StoreError>>,
+            // Still armed: dropping the future here releases the key from the destructor.
+            guard: Option<ClaimGuard>,
+            completing: bool,
             output: Option<Result<S::Response, S::Error>>,
         },
         Rejected {
@@ -66,16 +94,8 @@ pin_project! {
             retry_after: Duration,
             grpc: bool,
         },
+        Done,
     }
-}
-
-/// A verified request waiting for its deduplication claim.
-struct Claimant<S> {
-    inner: S,
-    request: Request<VerifiedBody>,
-    key: String,
-    config: Arc<Config>,
-    grpc: bool,
 }
 
 /// What the buffering step carries until the body is complete.
@@ -88,50 +108,25 @@ struct Pending<S> {
     grpc: bool,
 }
 
-/// Collects the body within the limit. A body that arrives in one chunk (the usual case with
-/// hyper and a small event) is kept as is: no copy.
-struct Buffer {
-    first: Option<Bytes>,
-    rest: BytesMut,
-    len: usize,
-    limit: usize,
-    expected: usize,
+/// A verified request waiting for its deduplication claim. The guard is armed from the start:
+/// if the claim lands but this future is dropped (or the store errs) before the answer, the
+/// key is released anyway.
+struct Claimant<S> {
+    inner: S,
+    request: Request<VerifiedBody>,
+    guard: ClaimGuard,
+    config: Arc<Config>,
+    grpc: bool,
 }
 
-impl Buffer {
-    fn push(&mut self, mut chunk: impl Buf) -> Result<(), Reason> {
-        let len = chunk.remaining();
-        if len == 0 {
-            return Ok(());
-        }
-        if self.len + len > self.limit {
-            return Err(Reason::BodyTooLarge);
-        }
-        self.len += len;
-        if self.first.is_none() && self.rest.is_empty() {
-            self.first = Some(chunk.copy_to_bytes(len));
-            return Ok(());
-        }
-        if let Some(first) = self.first.take() {
-            self.rest
-                .reserve(self.expected.max(self.len).min(self.limit));
-            self.rest.extend_from_slice(&first);
-        }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            let n = part.len();
-            self.rest.extend_from_slice(part);
-            chunk.advance(n);
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self) -> Bytes {
-        match self.first.take() {
-            Some(bytes) => bytes,
-            None => std::mem::take(&mut self.rest).freeze(),
-        }
-    }
+/// What follows a complete body.
+enum Verdict<S> {
+    /// Call the inner service without deduplication.
+    Call(S, Request<VerifiedBody>, Arc<Config>),
+    /// Claim the key first.
+    Claim(Claimant<S>),
+    /// Reject.
+    Reject(Rejection, bool),
 }
 
 impl<S, B> ResponseFuture<S, B>
@@ -155,9 +150,8 @@ where
         grpc: bool,
         expected: u64,
     ) -> Self {
-        let expected = usize::try_from(expected).unwrap_or(usize::MAX);
         let (parts, body) = req.into_parts();
-        let limit = config.body_limit;
+        let buffer = Buffer::new(config.body_limit, expected);
         ResponseFuture {
             state: State::Buffering {
                 body,
@@ -166,13 +160,7 @@ where
                     parts,
                     config,
                     signature,
-                    buffer: Buffer {
-                        first: None,
-                        rest: BytesMut::new(),
-                        len: 0,
-                        limit,
-                        expected,
-                    },
+                    buffer,
                     grpc,
                 }),
             },
@@ -180,25 +168,8 @@ where
     }
 }
 
-/// What follows a complete, verified body.
-enum Verdict<S> {
-    /// Call the inner service without deduplication.
-    Call(S, Request<VerifiedBody>, Arc<Config>),
-    /// Claim the key first.
-    Claim(Claimant<S>),
-    /// Reject.
-    Reject(Rejection, bool),
-}
-
-/// Verifies the complete body and builds the request for the inner service.
+/// Verifies the complete body and decides what comes next.
 fn verify<S>(pending: Pending<S>) -> Verdict<S> {
-    match verify_inner(pending) {
-        Ok(verdict) => verdict,
-        Err((rejection, grpc)) => Verdict::Reject(rejection, grpc),
-    }
-}
-
-fn verify_inner<S>(pending: Pending<S>) -> Result<Verdict<S>, (Rejection, bool)> {
     let Pending {
         inner,
         mut parts,
@@ -208,11 +179,15 @@ fn verify_inner<S>(pending: Pending<S>) -> Result<Verdict<S>, (Rejection, bool)>
         grpc,
     } = pending;
     let body = buffer.finish();
-    let verified = config
-        .verifier
-        .check_body(&signature, &body)
-        .map_err(|rejection| (rejection, grpc))?;
-    let envelope = Envelope::parse(body.clone()).map_err(|rejection| (rejection, grpc))?;
+    let verified = match config.verifier.check_body(&signature, &body) {
+        Ok(verified) => verified,
+        Err(rejection) => return Verdict::Reject(rejection, grpc),
+    };
+    let envelope = match Envelope::parse(body.clone()) {
+        Ok(envelope) => envelope,
+        Err(rejection) => return Verdict::Reject(rejection, grpc),
+    };
+    // Informative only; a value that is not UTF-8 is dropped.
     let webhook_id = parts
         .headers
         .get(&config.webhook_id_header)
@@ -227,19 +202,20 @@ fn verify_inner<S>(pending: Pending<S>) -> Result<Verdict<S>, (Rejection, bool)>
     let key = config
         .dedupe
         .as_ref()
-        .and_then(|dedupe| dedupe.key.key_of(&event, &parts));
+        .and_then(|dedupe| Some((dedupe, dedupe.key.key_of(&event, &parts)?)));
+    let guard = key.map(|(dedupe, key)| ClaimGuard::new(dedupe.store.clone(), key, new_token()));
     parts.extensions.insert(event);
     let request = Request::from_parts(parts, VerifiedBody::new(body));
-    Ok(match key {
-        Some(key) => Verdict::Claim(Claimant {
+    match guard {
+        Some(guard) => Verdict::Claim(Claimant {
             inner,
             request,
-            key,
+            guard,
             config,
             grpc,
         }),
         None => Verdict::Call(inner, request, config),
-    })
+    }
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
@@ -254,10 +230,8 @@ where
             let next = match self.as_mut().project().state.project() {
                 StateProj::Buffering { mut body, pending } => {
                     let verdict = loop {
-                        let Some(pending_ref) = pending.as_mut() else {
-                            // Only reachable if polled after a panic inside this future.
-                            break Verdict::Reject(Reason::BodyReadError.into(), false);
-                        };
+                        let pending_ref =
+                            pending.as_mut().expect("buffering state holds its request");
                         let grpc = pending_ref.grpc;
                         match ready!(body.as_mut().poll_frame(cx)) {
                             Some(Ok(frame)) => {
@@ -270,10 +244,7 @@ where
                             Some(Err(_)) => {
                                 break Verdict::Reject(Reason::BodyReadError.into(), grpc)
                             }
-                            None => match pending.take() {
-                                Some(done) => break verify(done),
-                                None => break Verdict::Reject(Reason::BodyReadError.into(), grpc),
-                            },
+                            None => break verify(pending.take().expect("taken once, at the end")),
                         }
                     };
                     match verdict {
@@ -282,81 +253,74 @@ where
                             guard: None,
                             config,
                         },
-                        Verdict::Claim(claimant) => match &claimant.config.dedupe {
-                            Some(dedupe) => State::Claiming {
-                                claim: dedupe.store.claim(&claimant.key, dedupe.lease),
-                                pending: Some(claimant),
-                            },
-                            None => {
-                                let Claimant {
-                                    mut inner,
-                                    request,
-                                    config,
-                                    ..
-                                } = claimant;
-                                State::Calling {
-                                    future: inner.call(request),
-                                    guard: None,
-                                    config,
-                                }
+                        Verdict::Claim(claimant) => {
+                            let lease = claimant
+                                .config
+                                .dedupe
+                                .as_ref()
+                                .map_or(crate::idempotency::DEFAULT_LEASE, |dedupe| dedupe.lease);
+                            State::Claiming {
+                                claim: claimant.guard.claim(lease),
+                                claimant: Some(claimant),
                             }
-                        },
+                        }
                         Verdict::Reject(rejection, grpc) => State::Rejected {
                             rejection: Some(rejection),
                             grpc,
                         },
                     }
                 }
-                StateProj::Claiming { claim, pending } => {
+                StateProj::Claiming { claim, claimant } => {
                     let claimed = ready!(claim.as_mut().poll(cx));
-                    let Some(Claimant {
+                    let Claimant {
                         mut inner,
                         request,
-                        key,
+                        guard,
                         config,
                         grpc,
-                    }) = pending.take()
-                    else {
-                        return Poll::Ready(Ok(rejection_response(
-                            Reason::BodyReadError.into(),
-                            false,
-                        )));
-                    };
-                    let Some(dedupe) = config.dedupe.as_ref() else {
-                        return Poll::Ready(Ok(rejection_response(
-                            Reason::BodyReadError.into(),
-                            grpc,
-                        )));
-                    };
+                    } = claimant.take().expect("claiming state holds its request");
+                    let (retry_after, fail_open) = config
+                        .dedupe
+                        .as_ref()
+                        .map_or((crate::idempotency::DEFAULT_RETRY_AFTER, false), |d| {
+                            (d.retry_after, d.fail_open)
+                        });
                     let answer = |duplicate| State::Answered {
                         duplicate,
-                        retry_after: dedupe.retry_after,
+                        retry_after,
                         grpc,
                     };
                     match claimed {
-                        Ok(Claim::Acquired(token)) => {
-                            let guard = ClaimGuard::new(dedupe.store.clone(), key, token);
-                            State::Calling {
-                                future: inner.call(request),
-                                guard: Some(guard),
-                                config: config.clone(),
-                            }
+                        Ok(Claim::Acquired) => State::Calling {
+                            future: inner.call(request),
+                            guard: Some(guard),
+                            config,
+                        },
+                        Ok(Claim::InFlight) => {
+                            guard.disarm();
+                            answer(Duplicate::InFlight)
                         }
-                        Ok(Claim::InFlight) => answer(Duplicate::InFlight),
-                        Ok(Claim::Done) => answer(Duplicate::AlreadyProcessed),
-                        Err(error) if dedupe.fail_open => {
+                        Ok(Claim::Done) => {
+                            guard.disarm();
+                            answer(Duplicate::AlreadyProcessed)
+                        }
+                        // The claim may have landed before the error: `guard` is dropped armed,
+                        // which releases it in the background.
+                        Err(error) if fail_open => {
                             tracing::warn!(
                                 %error,
                                 "deduplication store unavailable: processing without deduplication (fail-open)"
                             );
+                            drop(guard);
                             State::Calling {
                                 future: inner.call(request),
                                 guard: None,
-                                config: config.clone(),
+                                config,
                             }
                         }
                         Err(error) => {
                             tracing::warn!(%error, "deduplication store unavailable: answering 503");
+                            drop(guard);
                             answer(Duplicate::StoreUnavailable)
                         }
                     }
@@ -367,45 +331,77 @@ where
                     config,
                 } => {
                     let output = ready!(future.poll(cx));
-                    let (Some(guard), Some(dedupe)) = (guard.take(), config.dedupe.as_ref()) else {
-                        return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
-                    };
-                    // Done only on 2xx; anything else frees the key so the retry runs again.
-                    let store_op = match &output {
-                        Ok(response) if response.status().is_success() => {
-                            guard.complete(dedupe.ttl)
+                    match guard.take() {
+                        None => {
+                            self.as_mut().project().state.set(State::Done);
+                            return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
                         }
-                        _ => guard.release(),
-                    };
-                    State::Finishing {
-                        store_op,
-                        output: Some(output),
+                        Some(guard) => {
+                            // Done only on 2xx; anything else frees the key so the retry runs.
+                            let completing =
+                                matches!(&output, Ok(response) if response.status().is_success());
+                            let store_op = if completing {
+                                let ttl = config
+                                    .dedupe
+                                    .as_ref()
+                                    .map_or(crate::idempotency::DEFAULT_TTL, |d| d.ttl);
+                                guard.complete(ttl)
+                            } else {
+                                guard.release()
+                            };
+                            State::Finishing {
+                                store_op,
+                                guard: Some(guard),
+                                completing,
+                                output: Some(output),
+                            }
+                        }
                     }
                 }
-                StateProj::Finishing { store_op, output } => {
-                    if let Err(error) = ready!(store_op.as_mut().poll(cx)) {
-                        tracing::warn!(%error, "could not record the outcome in the deduplication store");
-                    }
-                    return match output.take() {
-                        Some(output) => Poll::Ready(output.map(|r| r.map(ResponseBody::inner))),
-                        None => {
-                            Poll::Ready(Ok(rejection_response(Reason::BodyReadError.into(), false)))
+                StateProj::Finishing {
+                    store_op,
+                    guard,
+                    completing,
+                    output,
+                } => {
+                    let recorded = ready!(store_op.as_mut().poll(cx));
+                    let guard = guard.take().expect("finishing state holds its claim");
+                    match recorded {
+                        Ok(()) => guard.disarm(),
+                        Err(error) if *completing => {
+                            // The handler succeeded and the answer is 2xx, so Metigan will not
+                            // retry: keep the claim (releasing it would let a duplicate already
+                            // on its way run the handler again); it expires with its lease.
+                            tracing::warn!(%error, "could not mark the webhook done; its claim expires with the lease");
+                            guard.disarm();
                         }
-                    };
+                        Err(error) => {
+                            tracing::warn!(%error, "could not release the claim; retrying in the background");
+                            drop(guard);
+                        }
+                    }
+                    let output = output.take().expect("finishing state holds the answer");
+                    self.as_mut().project().state.set(State::Done);
+                    return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
                 }
                 StateProj::Rejected { rejection, grpc } => {
+                    let grpc = *grpc;
                     let rejection = rejection
                         .take()
-                        .unwrap_or(Rejection::new(Reason::BodyReadError));
-                    return Poll::Ready(Ok(rejection_response(rejection, *grpc)));
+                        .expect("rejected state holds its rejection");
+                    self.as_mut().project().state.set(State::Done);
+                    return Poll::Ready(Ok(rejection_response(rejection, grpc)));
                 }
                 StateProj::Answered {
                     duplicate,
                     retry_after,
                     grpc,
                 } => {
-                    return Poll::Ready(Ok(duplicate_response(*duplicate, *retry_after, *grpc)));
+                    let response = duplicate_response(*duplicate, *retry_after, *grpc);
+                    self.as_mut().project().state.set(State::Done);
+                    return Poll::Ready(Ok(response));
                 }
+                StateProj::Done => panic!("ResponseFuture polled after it completed"),
             };
             self.as_mut().project().state.set(next);
         }

@@ -92,8 +92,8 @@ impl MetiganSignatureLayer {
     }
 
     /// A builder for every option.
-    pub fn builder() -> Builder {
-        Builder::default()
+    pub fn builder() -> MetiganSignatureBuilder {
+        MetiganSignatureBuilder::default()
     }
 
     pub(crate) fn config(&self) -> &Arc<Config> {
@@ -109,7 +109,7 @@ impl<S> Layer<S> for MetiganSignatureLayer {
     }
 }
 
-/// Builds a [`MetiganSignatureLayer`]; errors are reported once, by [`Builder::build`].
+/// Builds a [`MetiganSignatureLayer`]; errors are reported once, by [`MetiganSignatureBuilder::build`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -126,7 +126,7 @@ impl<S> Layer<S> for MetiganSignatureLayer {
 /// ```
 #[derive(Default)]
 #[must_use]
-pub struct Builder {
+pub struct MetiganSignatureBuilder {
     /// Zeroized when the builder is dropped; the layer keeps only the prepared HMAC key states
     /// (zeroized on drop too, by `sha2`'s `zeroize` feature).
     secrets: Vec<Zeroizing<String>>,
@@ -139,9 +139,9 @@ pub struct Builder {
     dedupe: Option<Dedupe>,
 }
 
-impl fmt::Debug for Builder {
+impl fmt::Debug for MetiganSignatureBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
+        f.debug_struct("MetiganSignatureBuilder")
             .field(
                 "secrets",
                 &format_args!("[{} redacted]", self.secrets.len()),
@@ -152,7 +152,7 @@ impl fmt::Debug for Builder {
     }
 }
 
-impl Builder {
+impl MetiganSignatureBuilder {
     /// Adds a secret. Call it several times to accept several (key rotation): a signature made
     /// with any of them is accepted, and [`VerifiedEvent::secret_index`](crate::VerifiedEvent::secret_index)
     /// tells which one matched.
@@ -175,7 +175,9 @@ impl Builder {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        secrets.into_iter().fold(self, Builder::secret)
+        secrets
+            .into_iter()
+            .fold(self, MetiganSignatureBuilder::secret)
     }
 
     /// How far the signed timestamp may be from now, either way, inclusive (default 300 s).

@@ -4,6 +4,7 @@
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
 
 mod body;
+mod buffer;
 mod event;
 #[cfg(feature = "axum")]
 mod extract;
@@ -11,6 +12,7 @@ mod future;
 pub mod idempotency;
 mod layer;
 mod rejection;
+mod response;
 mod service;
 pub mod signature;
 
@@ -20,8 +22,8 @@ pub use event::{Envelope, EventType, VerifiedEvent};
 pub use extract::MissingVerifiedEvent;
 pub use future::ResponseFuture;
 pub use layer::{
-    Builder, MetiganSignatureLayer, DEFAULT_BODY_LIMIT, SIGNATURE_HEADER, TIMESTAMP_HEADER,
-    WEBHOOK_ID_HEADER,
+    MetiganSignatureBuilder, MetiganSignatureLayer, DEFAULT_BODY_LIMIT, SIGNATURE_HEADER,
+    TIMESTAMP_HEADER, WEBHOOK_ID_HEADER,
 };
 pub use rejection::{Reason, Rejection};
 pub use service::MetiganSignature;

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, Request, Response};
@@ -11,7 +10,6 @@ use tower_service::Service;
 
 use crate::body::{ResponseBody, VerifiedBody};
 use crate::future::ResponseFuture;
-use crate::idempotency::Duplicate;
 use crate::layer::{Config, MetiganSignatureLayer};
 use crate::rejection::{Reason, Rejection};
 use crate::signature::ConfigError;
@@ -57,6 +55,15 @@ impl<S> MetiganSignature<S> {
             inner,
             MetiganSignatureLayer::new(secret)?.config().clone(),
         ))
+    }
+
+    /// A one-secret layer: a shortcut for [`MetiganSignatureLayer::new`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] for an empty secret or one with surrounding whitespace.
+    pub fn layer(secret: impl AsRef<str>) -> Result<MetiganSignatureLayer, ConfigError> {
+        MetiganSignatureLayer::new(secret)
     }
 
     /// The inner service.
@@ -137,81 +144,4 @@ where
         let expected = req.body().size_hint().lower();
         ResponseFuture::buffering(req, inner, self.config.clone(), signature, grpc, expected)
     }
-}
-
-/// Builds the answer to a rejected request (DESIGN.md 3): a short `text/plain` body naming the
-/// reason, or a trailers-only gRPC response; the [`Rejection`] goes in the extensions.
-pub(crate) fn rejection_response<B>(rejection: Rejection, grpc: bool) -> Response<ResponseBody<B>> {
-    let reason = rejection.reason();
-    tracing::warn!(reason = reason.code(), "Metigan webhook rejected");
-    let mut response = if grpc {
-        let mut response = Response::new(ResponseBody::empty());
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert(
-            "grpc-status",
-            header::HeaderValue::from(u16::from(reason.grpc_status())),
-        );
-        headers.insert(
-            "grpc-message",
-            header::HeaderValue::from_static(reason.code()),
-        );
-        response
-    } else {
-        let mut response = Response::new(ResponseBody::fixed(Bytes::from_static(
-            reason.http_body().as_bytes(),
-        )));
-        *response.status_mut() = reason.status();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
-    };
-    response.extensions_mut().insert(rejection);
-    response
-}
-
-/// Answers a deduplicated request without calling the handler: 200 (already processed), 409
-/// (in flight) or 503 (store unreachable), the last two with `Retry-After`.
-pub(crate) fn duplicate_response<B>(
-    duplicate: Duplicate,
-    retry_after: Duration,
-    grpc: bool,
-) -> Response<ResponseBody<B>> {
-    tracing::info!(outcome = ?duplicate, "duplicate Metigan webhook delivery not processed");
-    let mut response = if grpc {
-        let mut response = Response::new(ResponseBody::empty());
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert(
-            "grpc-status",
-            header::HeaderValue::from(duplicate.grpc_status()),
-        );
-        response
-    } else {
-        let mut response = Response::new(ResponseBody::fixed(Bytes::from_static(
-            duplicate.body().as_bytes(),
-        )));
-        *response.status_mut() = duplicate.status();
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        response
-    };
-    if duplicate != Duplicate::AlreadyProcessed {
-        let secs = retry_after.as_secs().max(1);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
-    }
-    response.extensions_mut().insert(duplicate);
-    response
 }

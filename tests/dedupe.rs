@@ -16,7 +16,10 @@ use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use metigan_webhook::idempotency::{Claim, Dedupe, DedupeKey, IdempotencyStore, MemoryStore};
+use metigan_webhook::idempotency::{
+    new_token, BoxFuture, Claim, Dedupe, DedupeKey, IdempotencyStore, MemoryStore, StoreError,
+    Token,
+};
 use metigan_webhook::{MetiganSignatureLayer, VerifiedBody, VerifiedEvent};
 use tokio::sync::Notify;
 use tower::{Service, ServiceExt};
@@ -320,11 +323,12 @@ async fn lease_and_ttl_expire(store: Arc<dyn IdempotencyStore>, dedupe: Dedupe) 
         .ttl(Duration::from_millis(400));
     let (addr, handler) = serve(dedupe).await;
     // A holder that died: a claim nobody will complete (prefixed like the layer's keys).
+    let token = metigan_webhook::idempotency::new_token();
     let claim = store
-        .claim("contact.created:m-8", Duration::from_millis(400))
+        .claim("contact.created:m-8", &token, Duration::from_millis(400))
         .await
         .unwrap();
-    assert!(matches!(claim, Claim::Acquired(_)));
+    assert_eq!(claim, Claim::Acquired);
     let event = body("contact.created", Some("m-8"), "ok");
     assert_eq!(deliver(addr, &event).await.status, StatusCode::CONFLICT);
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -457,16 +461,40 @@ mod memory {
         super::alternative_keys(dedupe()).await;
     }
 
+    #[tokio::test]
+    async fn dropped_while_claiming_releases() {
+        super::dropped_while_waiting_on_the_store(StatusCode::OK).await;
+    }
+
+    #[tokio::test]
+    async fn dropped_while_releasing_releases() {
+        super::dropped_while_waiting_on_the_store(StatusCode::INTERNAL_SERVER_ERROR).await;
+    }
+
+    #[tokio::test]
+    async fn forever_is_a_valid_ttl_and_lease() {
+        let dedupe = dedupe().ttl(Duration::MAX).lease(Duration::MAX);
+        let (addr, handler) = serve(dedupe).await;
+        let event = body("email.sent", Some("m-forever"), "ok");
+        assert_eq!(deliver(addr, &event).await.status, 200);
+        assert_eq!(deliver(addr, &event).await.status, 200);
+        assert_eq!(handler.calls("email.sent:m-forever"), 1);
+    }
+
     /// The in-memory equivalent of "store unavailable": a store full of live claims answers
     /// 503 (fail-closed) or runs the handler (fail-open).
     #[tokio::test]
     async fn full_store_is_unavailable() {
+        // The smallest store: one shard of 64 keys, filled with live claims.
         let store = Arc::new(MemoryStore::with_capacity(1));
         let shared = SharedStore(store.clone());
-        for i in 0..200 {
-            let _ = store
-                .claim(&format!("filler-{i}"), Duration::from_secs(60))
-                .await;
+        for i in 0..64 {
+            let claim = store.claim(
+                &format!("filler-{i}"),
+                &new_token(),
+                Duration::from_secs(60),
+            );
+            assert_eq!(claim.await.unwrap(), Claim::Acquired);
         }
         let (addr, handler) = serve(Dedupe::new(shared.clone())).await;
         let event = body("email.sent", Some("m-full"), "ok");
@@ -511,6 +539,100 @@ mod memory {
     }
 }
 
+/// A store that applies every operation at once but answers only after `delay`, so a test can
+/// drop the request's future while the layer waits for it.
+struct SlowStore {
+    inner: Arc<MemoryStore>,
+    delay: Duration,
+}
+
+impl IdempotencyStore for SlowStore {
+    fn claim(
+        &self,
+        key: &str,
+        token: &Token,
+        lease: Duration,
+    ) -> BoxFuture<Result<Claim, StoreError>> {
+        let applied = self.inner.claim(key, token, lease);
+        let delay = self.delay;
+        Box::pin(async move {
+            let claim = applied.await;
+            tokio::time::sleep(delay).await;
+            claim
+        })
+    }
+    fn complete(
+        &self,
+        key: &str,
+        token: &Token,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), StoreError>> {
+        let delay = self.delay;
+        let (inner, key, token) = (self.inner.clone(), key.to_owned(), token.clone());
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            inner.complete(&key, &token, ttl).await
+        })
+    }
+    fn release(&self, key: &str, token: &Token) -> BoxFuture<Result<(), StoreError>> {
+        let delay = self.delay;
+        let (inner, key, token) = (self.inner.clone(), key.to_owned(), token.clone());
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            inner.release(&key, &token).await
+        })
+    }
+    fn release_detached(&self, key: &str, token: &Token) {
+        self.inner.release_detached(key, token)
+    }
+}
+
+/// Drops the request's future while the layer waits on the store, then checks the key is free.
+async fn dropped_while_waiting_on_the_store(status: StatusCode) {
+    let memory = Arc::new(MemoryStore::default());
+    let slow = SlowStore {
+        inner: memory.clone(),
+        delay: Duration::from_millis(300),
+    };
+    let layer = MetiganSignatureLayer::builder()
+        .secret(SECRET)
+        .deduplicate(Dedupe::new(slow))
+        .build()
+        .unwrap();
+    let mut service = tower::ServiceBuilder::new().layer(layer).service_fn(
+        move |_req: http::Request<VerifiedBody>| async move {
+            let mut response = http::Response::new(Full::new(Bytes::from_static(b"done")));
+            *response.status_mut() = status;
+            Ok::<_, Infallible>(response)
+        },
+    );
+    let event = body("email.sent", Some("m-slow"), "ok");
+    let sig = metigan_webhook::sign(SECRET, now(), event.as_bytes());
+    let request = http::Request::post(PATH)
+        .header("x-webhook-signature", sig)
+        .body(Full::new(Bytes::from(event.clone())))
+        .unwrap();
+    let future = ServiceExt::<Req>::ready(&mut service)
+        .await
+        .unwrap()
+        .call(request);
+    // 100 ms: inside the claim's 300 ms (status 200 below is never reached), or, for a failing
+    // handler, the claim answered after 300 ms and the release is pending until 600 ms.
+    let wait = if status.is_success() { 100 } else { 450 };
+    let dropped = tokio::time::timeout(Duration::from_millis(wait), future).await;
+    assert!(
+        dropped.is_err(),
+        "the future was still waiting on the store"
+    );
+    // The claim was applied; the dropped future released it.
+    let claim = memory.claim("email.sent:m-slow", &new_token(), Duration::from_secs(60));
+    assert_eq!(
+        claim.await.unwrap(),
+        Claim::Acquired,
+        "key released on drop"
+    );
+}
+
 /// Lets a test keep a handle on the store given to the layer.
 struct SharedStore<S>(Arc<S>);
 
@@ -524,30 +646,23 @@ impl<S: IdempotencyStore> IdempotencyStore for SharedStore<S> {
     fn claim(
         &self,
         key: &str,
+        token: &Token,
         lease: Duration,
-    ) -> metigan_webhook::idempotency::BoxFuture<
-        Result<Claim, metigan_webhook::idempotency::StoreError>,
-    > {
-        self.0.claim(key, lease)
+    ) -> BoxFuture<Result<Claim, StoreError>> {
+        self.0.claim(key, token, lease)
     }
     fn complete(
         &self,
         key: &str,
-        token: &metigan_webhook::idempotency::Token,
+        token: &Token,
         ttl: Duration,
-    ) -> metigan_webhook::idempotency::BoxFuture<Result<(), metigan_webhook::idempotency::StoreError>>
-    {
+    ) -> BoxFuture<Result<(), StoreError>> {
         self.0.complete(key, token, ttl)
     }
-    fn release(
-        &self,
-        key: &str,
-        token: &metigan_webhook::idempotency::Token,
-    ) -> metigan_webhook::idempotency::BoxFuture<Result<(), metigan_webhook::idempotency::StoreError>>
-    {
+    fn release(&self, key: &str, token: &Token) -> BoxFuture<Result<(), StoreError>> {
         self.0.release(key, token)
     }
-    fn release_detached(&self, key: &str, token: &metigan_webhook::idempotency::Token) {
+    fn release_detached(&self, key: &str, token: &Token) {
         self.0.release_detached(key, token)
     }
 }

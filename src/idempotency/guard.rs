@@ -1,17 +1,21 @@
-//! The claim held while the handler runs: released if it is dropped unfinished.
+//! The claim held from the moment it is requested until its outcome is recorded.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{BoxFuture, IdempotencyStore, StoreError, Token};
+use super::{BoxFuture, Claim, IdempotencyStore, StoreError, Token};
 
-/// A held claim. Completing or releasing it consumes it; dropping it unfinished (the request's
-/// future was dropped, or a panic unwound through it) releases the key from the destructor, so
-/// the retry can run.
+/// A claim on a key, made with a token chosen before the store is asked, so that even a claim
+/// whose answer never arrived (the future was dropped, the store timed out) can be released.
+///
+/// While armed, dropping it releases the key from the destructor
+/// ([`IdempotencyStore::release_detached`]); [`disarm`](Self::disarm) once the outcome is
+/// recorded.
 pub(crate) struct ClaimGuard {
     store: Arc<dyn IdempotencyStore>,
     key: String,
-    token: Option<Token>,
+    token: Token,
+    armed: bool,
 }
 
 impl ClaimGuard {
@@ -19,32 +23,39 @@ impl ClaimGuard {
         ClaimGuard {
             store,
             key,
-            token: Some(token),
+            token,
+            armed: true,
         }
+    }
+
+    /// Asks the store for the key.
+    pub(crate) fn claim(&self, lease: Duration) -> BoxFuture<Result<Claim, StoreError>> {
+        self.store.claim(&self.key, &self.token, lease)
     }
 
     /// Marks the key done (the handler answered 2xx).
-    pub(crate) fn complete(mut self, ttl: Duration) -> BoxFuture<Result<(), StoreError>> {
-        match self.token.take() {
-            Some(token) => self.store.complete(&self.key, &token, ttl),
-            None => Box::pin(std::future::ready(Ok(()))),
-        }
+    pub(crate) fn complete(&self, ttl: Duration) -> BoxFuture<Result<(), StoreError>> {
+        self.store.complete(&self.key, &self.token, ttl)
     }
 
     /// Frees the key (the handler failed).
-    pub(crate) fn release(mut self) -> BoxFuture<Result<(), StoreError>> {
-        match self.token.take() {
-            Some(token) => self.store.release(&self.key, &token),
-            None => Box::pin(std::future::ready(Ok(()))),
-        }
+    pub(crate) fn release(&self) -> BoxFuture<Result<(), StoreError>> {
+        self.store.release(&self.key, &self.token)
+    }
+
+    /// The outcome is recorded (or the key was never ours): nothing to do on drop.
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
     }
 }
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        if let Some(token) = self.token.take() {
-            tracing::debug!("webhook request dropped before it finished: releasing its claim");
-            self.store.release_detached(&self.key, &token);
+        if self.armed {
+            tracing::debug!(
+                "webhook request ended before its outcome was recorded: releasing its claim"
+            );
+            self.store.release_detached(&self.key, &self.token);
         }
     }
 }

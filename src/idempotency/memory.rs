@@ -7,9 +7,12 @@ use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{new_token, BoxFuture, Claim, IdempotencyStore, StoreError, Token};
+use super::{BoxFuture, Claim, IdempotencyStore, StoreError, Token, MAX_DURATION};
 
-const SHARDS: usize = 32;
+/// At most this many shards; fewer for small capacities, so each shard holds at least
+/// [`MIN_SHARD_CAPACITY`] keys.
+const MAX_SHARDS: usize = 32;
+const MIN_SHARD_CAPACITY: usize = 64;
 
 /// Default capacity of [`MemoryStore`]: 100,000 keys.
 pub const DEFAULT_CAPACITY: usize = 100_000;
@@ -29,7 +32,8 @@ impl Entry {
 
 /// Deduplication state in this process's memory: the default store.
 ///
-/// - **Bounded**: at most `capacity` keys (default 100,000), split over 32 shards so concurrent
+/// - **Bounded**: at most `capacity` keys (default 100,000; keys are at most 128 bytes, longer
+///   ones are hashed), split over up to 32 shards (each holding at least 64 keys) so concurrent
 ///   requests rarely wait on the same lock. When a shard is full, expired keys are dropped
 ///   first, then the done keys closest to expiry (an eighth of the shard at a time, so the cost
 ///   is amortised). Keys in flight are never evicted: if a shard holds only live claims, a new
@@ -47,7 +51,7 @@ pub struct MemoryStore {
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("capacity", &(self.shard_capacity * SHARDS))
+            .field("capacity", &(self.shard_capacity * self.shards.len()))
             .field("len", &self.len())
             .finish()
     }
@@ -60,11 +64,13 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// A store holding at most about `capacity` keys (rounded up to a multiple of 32).
+    /// A store holding at most about `capacity` keys (rounded up to fill its shards; at least
+    /// 64).
     pub fn with_capacity(capacity: usize) -> Self {
-        let shard_capacity = capacity.div_ceil(SHARDS).max(1);
+        let shards = (capacity / MIN_SHARD_CAPACITY).clamp(1, MAX_SHARDS);
+        let shard_capacity = capacity.div_ceil(shards).max(MIN_SHARD_CAPACITY);
         MemoryStore {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
             shard_capacity,
             hasher: RandomState::new(),
         }
@@ -81,12 +87,12 @@ impl MemoryStore {
     }
 
     fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<String, Entry>> {
-        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
+        let index = (self.hasher.hash_one(key) % self.shards.len() as u64) as usize;
         lock(&self.shards[index])
     }
 
     /// The synchronous claim (the trait wraps it in a ready future).
-    pub(crate) fn claim_now(&self, key: &str, lease: Duration) -> Result<Claim, StoreError> {
+    fn claim_now(&self, key: &str, token: &Token, lease: Duration) -> Result<Claim, StoreError> {
         let now = Instant::now();
         let mut shard = self.shard(key);
         if let Some(entry) = shard.get(key) {
@@ -99,18 +105,17 @@ impl MemoryStore {
         } else if shard.len() >= self.shard_capacity {
             make_room(&mut shard, now, self.shard_capacity)?;
         }
-        let token = new_token();
         shard.insert(
             key.to_owned(),
             Entry::InFlight {
                 token: token.clone(),
-                expires: now + lease,
+                expires: deadline(now, lease),
             },
         );
-        Ok(Claim::Acquired(token))
+        Ok(Claim::Acquired)
     }
 
-    fn complete_now(&self, key: &str, token: &Token, ttl: Duration) {
+    fn complete_now(&self, key: &str, token: &Token, ttl: Duration) -> Result<(), StoreError> {
         let now = Instant::now();
         let mut shard = self.shard(key);
         let ours = match shard.get(key) {
@@ -120,14 +125,17 @@ impl MemoryStore {
             None => true,
         };
         if ours {
-            if !shard.contains_key(key)
-                && shard.len() >= self.shard_capacity
-                && make_room(&mut shard, now, self.shard_capacity).is_err()
-            {
-                return;
+            if !shard.contains_key(key) && shard.len() >= self.shard_capacity {
+                make_room(&mut shard, now, self.shard_capacity)?;
             }
-            shard.insert(key.to_owned(), Entry::Done { expires: now + ttl });
+            shard.insert(
+                key.to_owned(),
+                Entry::Done {
+                    expires: deadline(now, ttl),
+                },
+            );
         }
+        Ok(())
     }
 
     fn release_now(&self, key: &str, token: &Token) {
@@ -136,6 +144,13 @@ impl MemoryStore {
             shard.remove(key);
         }
     }
+}
+
+/// `now + duration`, without overflow.
+fn deadline(now: Instant, duration: Duration) -> Instant {
+    now.checked_add(duration.min(MAX_DURATION))
+        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 60 * 60)))
+        .unwrap_or(now)
 }
 
 /// A poisoned shard only means another thread panicked while holding it; the map itself is
@@ -177,8 +192,13 @@ fn make_room(
 }
 
 impl IdempotencyStore for MemoryStore {
-    fn claim(&self, key: &str, lease: Duration) -> BoxFuture<Result<Claim, StoreError>> {
-        let result = self.claim_now(key, lease);
+    fn claim(
+        &self,
+        key: &str,
+        token: &Token,
+        lease: Duration,
+    ) -> BoxFuture<Result<Claim, StoreError>> {
+        let result = self.claim_now(key, token, lease);
         Box::pin(std::future::ready(result))
     }
 
@@ -188,8 +208,8 @@ impl IdempotencyStore for MemoryStore {
         token: &Token,
         ttl: Duration,
     ) -> BoxFuture<Result<(), StoreError>> {
-        self.complete_now(key, token, ttl);
-        Box::pin(std::future::ready(Ok(())))
+        let result = self.complete_now(key, token, ttl);
+        Box::pin(std::future::ready(result))
     }
 
     fn release(&self, key: &str, token: &Token) -> BoxFuture<Result<(), StoreError>> {
@@ -206,61 +226,86 @@ impl IdempotencyStore for MemoryStore {
 mod tests {
     use super::*;
 
-    fn acquired(claim: Claim) -> Token {
-        match claim {
-            Claim::Acquired(token) => token,
-            other => panic!("expected Acquired, got {other:?}"),
-        }
+    const LEASE: Duration = Duration::from_secs(60);
+
+    fn claim(store: &MemoryStore, key: &str, lease: Duration) -> (Claim, Token) {
+        let token = super::super::new_token();
+        (store.claim_now(key, &token, lease).unwrap(), token)
     }
 
     #[test]
     fn claim_complete_release() {
         let store = MemoryStore::default();
-        let lease = Duration::from_secs(60);
-        let token = acquired(store.claim_now("k", lease).unwrap());
-        assert_eq!(store.claim_now("k", lease).unwrap(), Claim::InFlight);
+        let (first, token) = claim(&store, "k", LEASE);
+        assert_eq!(first, Claim::Acquired);
+        assert_eq!(claim(&store, "k", LEASE).0, Claim::InFlight);
         // Only the holder can release.
         store.release_now("k", &Token::new("someone else"));
-        assert_eq!(store.claim_now("k", lease).unwrap(), Claim::InFlight);
+        assert_eq!(claim(&store, "k", LEASE).0, Claim::InFlight);
         store.release_now("k", &token);
-        let token = acquired(store.claim_now("k", lease).unwrap());
-        store.complete_now("k", &token, Duration::from_secs(60));
-        assert_eq!(store.claim_now("k", lease).unwrap(), Claim::Done);
+        let (again, token) = claim(&store, "k", LEASE);
+        assert_eq!(again, Claim::Acquired);
+        store.complete_now("k", &token, LEASE).unwrap();
+        assert_eq!(claim(&store, "k", LEASE).0, Claim::Done);
         // Releasing a done key does nothing.
         store.release_now("k", &token);
-        assert_eq!(store.claim_now("k", lease).unwrap(), Claim::Done);
+        assert_eq!(claim(&store, "k", LEASE).0, Claim::Done);
     }
 
     #[test]
     fn leases_and_ttls_expire() {
         let store = MemoryStore::default();
-        acquired(store.claim_now("k", Duration::from_millis(30)).unwrap());
-        std::thread::sleep(Duration::from_millis(60));
-        let token = acquired(store.claim_now("k", Duration::from_secs(60)).unwrap());
-        store.complete_now("k", &token, Duration::from_millis(30));
         assert_eq!(
-            store.claim_now("k", Duration::from_secs(1)).unwrap(),
-            Claim::Done
+            claim(&store, "k", Duration::from_millis(30)).0,
+            Claim::Acquired
         );
         std::thread::sleep(Duration::from_millis(60));
-        acquired(store.claim_now("k", Duration::from_secs(1)).unwrap());
+        let (again, token) = claim(&store, "k", LEASE);
+        assert_eq!(again, Claim::Acquired);
+        store
+            .complete_now("k", &token, Duration::from_millis(30))
+            .unwrap();
+        assert_eq!(claim(&store, "k", LEASE).0, Claim::Done);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(claim(&store, "k", LEASE).0, Claim::Acquired);
+    }
+
+    #[test]
+    fn huge_durations_do_not_overflow() {
+        let store = MemoryStore::default();
+        let (first, token) = claim(&store, "k", Duration::MAX);
+        assert_eq!(first, Claim::Acquired);
+        store.complete_now("k", &token, Duration::MAX).unwrap();
+        assert_eq!(claim(&store, "k", Duration::MAX).0, Claim::Done);
+    }
+
+    #[test]
+    fn small_capacities_still_hold_their_live_claims() {
+        let store = MemoryStore::with_capacity(64);
+        for i in 0..64 {
+            assert_eq!(
+                claim(&store, &format!("live-{i}"), LEASE).0,
+                Claim::Acquired
+            );
+        }
     }
 
     #[test]
     fn bounded_evicts_done_keys_never_claims() {
-        let store = MemoryStore::with_capacity(SHARDS * 4);
-        let lease = Duration::from_secs(60);
+        let store = MemoryStore::with_capacity(256);
+        let capacity = store.shard_capacity * store.shards.len();
         for i in 0..10_000 {
             let key = format!("done-{i}");
-            let token = acquired(store.claim_now(&key, lease).unwrap());
-            store.complete_now(&key, &token, Duration::from_secs(60));
+            let (_, token) = claim(&store, &key, LEASE);
+            store.complete_now(&key, &token, LEASE).unwrap();
         }
-        assert!(store.len() <= SHARDS * 4, "{}", store.len());
+        assert!(store.len() <= capacity, "{}", store.len());
         // Fill with live claims until a shard refuses: never more than its capacity.
         let mut refused = false;
         for i in 0..10_000 {
-            match store.claim_now(&format!("live-{i}"), lease) {
-                Ok(Claim::Acquired(_)) => {}
+            let token = super::super::new_token();
+            match store.claim_now(&format!("live-{i}"), &token, LEASE) {
+                Ok(Claim::Acquired) => {}
                 Ok(other) => panic!("{other:?}"),
                 Err(_) => {
                     refused = true;
@@ -269,6 +314,6 @@ mod tests {
             }
         }
         assert!(refused, "a shard full of live claims refuses new ones");
-        assert!(store.len() <= SHARDS * 4);
+        assert!(store.len() <= capacity);
     }
 }

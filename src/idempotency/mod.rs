@@ -1,7 +1,7 @@
 //! Deduplication of retried deliveries.
 //!
 //! Metigan retries a delivery that did not get a 2xx answer within 30 s, so one event can
-//! arrive several times. With [`Builder::deduplicate`](crate::Builder::deduplicate) the layer
+//! arrive several times. With [`deduplicate`](crate::MetiganSignatureBuilder::deduplicate) the layer
 //! claims a key for every verified event before calling your handler:
 //!
 //! - the first delivery claims the key and runs the handler; a 2xx answer marks the key done,
@@ -53,6 +53,7 @@ use sha2::{Digest, Sha256};
 use crate::event::VerifiedEvent;
 
 pub(crate) use guard::ClaimGuard;
+
 pub use memory::{MemoryStore, DEFAULT_CAPACITY};
 #[cfg(feature = "redis")]
 pub use redis::{RedisStore, DEFAULT_PREFIX};
@@ -84,10 +85,11 @@ impl fmt::Debug for Token {
 
 /// The outcome of [`IdempotencyStore::claim`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Claim {
-    /// The key was free: the caller holds it until it completes or releases it, or the lease
-    /// runs out.
-    Acquired(Token),
+    /// The key was free: the caller's token holds it until it completes or releases it, or the
+    /// lease runs out.
+    Acquired,
     /// Another delivery of this key holds a live claim.
     InFlight,
     /// The key was already processed successfully (within its TTL).
@@ -121,10 +123,16 @@ impl std::error::Error for StoreError {}
 /// feature, `RedisStore`; implement it for your own database.
 ///
 /// Every method must be atomic with respect to the others for one key: two concurrent `claim`s
-/// of a free key must not both return [`Claim::Acquired`].
+/// of a free key must not both return [`Claim::Acquired`]. The token is chosen by the caller
+/// before `claim` is called, so a claim whose answer was lost can still be released.
 pub trait IdempotencyStore: Send + Sync + 'static {
-    /// Claims `key` for `lease` if it is neither claimed nor done.
-    fn claim(&self, key: &str, lease: Duration) -> BoxFuture<Result<Claim, StoreError>>;
+    /// Claims `key` with `token` for `lease` if it is neither claimed nor done.
+    fn claim(
+        &self,
+        key: &str,
+        token: &Token,
+        lease: Duration,
+    ) -> BoxFuture<Result<Claim, StoreError>>;
 
     /// Marks a claimed key done for `ttl`, if `token` still holds it.
     fn complete(
@@ -171,25 +179,39 @@ impl DedupeKey {
         DedupeKey::Custom(Arc::new(f))
     }
 
-    /// The key of one event, or `None` when it is not deduplicated.
+    /// The key of one event, or `None` when it is not deduplicated. Keys longer than 128
+    /// bytes are replaced by their SHA-256, so a store never holds more than that per key.
     pub(crate) fn key_of(&self, event: &VerifiedEvent, parts: &Parts) -> Option<String> {
+        let key = self.raw_key_of(event, parts)?;
+        Some(if key.len() > 128 {
+            digest_key(key.as_bytes())
+        } else {
+            key
+        })
+    }
+
+    fn raw_key_of(&self, event: &VerifiedEvent, parts: &Parts) -> Option<String> {
         match self {
             DedupeKey::EventAndMessageId => event
                 .message_id()
                 .map(|id| format!("{}:{id}", event.event_type())),
             DedupeKey::WebhookId => event.webhook_id().map(|id| format!("webhook-id:{id}")),
-            DedupeKey::BodyDigest => {
-                let digest = Sha256::digest(event.body());
-                let mut key = String::with_capacity(7 + 64);
-                key.push_str("sha256:");
-                for byte in digest {
-                    key.push_str(&format!("{byte:02x}"));
-                }
-                Some(key)
-            }
+            DedupeKey::BodyDigest => Some(digest_key(event.body())),
             DedupeKey::Custom(f) => f(event, parts),
         }
     }
+}
+
+/// `sha256:<hex>` of `bytes`.
+fn digest_key(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut key = String::with_capacity(7 + 64);
+    key.push_str("sha256:");
+    for byte in Sha256::digest(bytes) {
+        key.push(char::from(HEX[usize::from(byte >> 4)]));
+        key.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    key
 }
 
 impl fmt::Debug for DedupeKey {
@@ -203,7 +225,7 @@ impl fmt::Debug for DedupeKey {
     }
 }
 
-/// The deduplication settings given to [`Builder::deduplicate`](crate::Builder::deduplicate).
+/// The deduplication settings given to [`deduplicate`](crate::MetiganSignatureBuilder::deduplicate).
 #[derive(Clone)]
 pub struct Dedupe {
     pub(crate) store: Arc<dyn IdempotencyStore>,
@@ -230,6 +252,9 @@ impl fmt::Debug for Dedupe {
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// Default lifetime of a done key: one day.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// The longest lease, TTL or `Retry-After` accepted (ten years); longer ones are clamped, so
+/// "forever" (`Duration::MAX`) is safe to pass.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
 /// Default `Retry-After` of 409 and 503 answers.
 pub const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(5);
 
@@ -258,21 +283,22 @@ impl Dedupe {
     }
 
     /// How long a claim lives if its holder never completes or releases it (a crashed
-    /// instance). Keep it longer than your slowest handler; default 60 s.
+    /// instance); default 60 s. Keep it longer than your slowest handler: a handler still
+    /// running when its lease ends no longer holds the key, and a retry may then run beside it.
     pub fn lease(mut self, lease: Duration) -> Self {
-        self.lease = lease;
+        self.lease = lease.clamp(Duration::from_millis(1), MAX_DURATION);
         self
     }
 
     /// How long a done key is remembered; default 24 h.
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
+        self.ttl = ttl.clamp(Duration::from_millis(1), MAX_DURATION);
         self
     }
 
     /// The `Retry-After` of 409 (in flight) and 503 (store unreachable) answers; default 5 s.
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
-        self.retry_after = retry_after;
+        self.retry_after = retry_after.min(MAX_DURATION);
         self
     }
 
@@ -306,6 +332,15 @@ impl Duplicate {
         }
     }
 
+    /// A short code: `already_processed`, `in_flight` or `store_unavailable`.
+    pub const fn code(self) -> &'static str {
+        match self {
+            Duplicate::AlreadyProcessed => "already_processed",
+            Duplicate::InFlight => "in_flight",
+            Duplicate::StoreUnavailable => "store_unavailable",
+        }
+    }
+
     pub(crate) fn body(self) -> &'static str {
         match self {
             Duplicate::AlreadyProcessed => "OK",
@@ -325,9 +360,9 @@ impl Duplicate {
     }
 }
 
-/// A process-unique, unpredictable claim token (no extra dependency: std's randomly seeded
+/// A unique, unpredictable claim token (no extra dependency: std's randomly seeded
 /// hasher, a counter and the process id).
-pub(crate) fn new_token() -> Token {
+pub fn new_token() -> Token {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);

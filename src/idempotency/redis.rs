@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::{new_token, BoxFuture, Claim, IdempotencyStore, StoreError, Token};
+use super::{BoxFuture, Claim, IdempotencyStore, StoreError, Token};
 
 /// Claims atomically: `SET NX PX` with a unique token, else tell done from in flight.
 const CLAIM: &str = r"
@@ -152,6 +152,24 @@ impl RedisStore {
         self
     }
 
+    async fn with_retries<F>(&self, mut attempt: impl FnMut() -> F) -> Result<(), StoreError>
+    where
+        F: std::future::Future<Output = Result<(), StoreError>>,
+    {
+        let deadline = tokio::time::Instant::now() + RECORD_RETRY_FOR;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match attempt().await {
+                Ok(()) => return Ok(()),
+                Err(error) if tokio::time::Instant::now() + pause >= deadline => return Err(error),
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
     fn full_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)
     }
@@ -185,26 +203,33 @@ impl RedisStore {
     }
 }
 
+/// Milliseconds for `PX`, within what Redis accepts.
 fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
+    u64::try_from(duration.min(super::MAX_DURATION).as_millis())
+        .unwrap_or(1)
         .max(1)
 }
 
+/// How long `complete` and `release` keep retrying through an outage.
+const RECORD_RETRY_FOR: Duration = Duration::from_secs(5);
+
 impl IdempotencyStore for RedisStore {
-    fn claim(&self, key: &str, lease: Duration) -> BoxFuture<Result<Claim, StoreError>> {
-        let token = new_token();
-        let value = token.as_str().to_owned();
+    fn claim(
+        &self,
+        key: &str,
+        token: &Token,
+        lease: Duration,
+    ) -> BoxFuture<Result<Claim, StoreError>> {
         let claim = self.run(
             "claim",
             |s| &s.claim,
             self.full_key(key),
-            (value, millis(lease)),
+            (token.as_str().to_owned(), millis(lease)),
             |answer| answer,
         );
         Box::pin(async move {
             Ok(match claim.await? {
-                1 => Claim::Acquired(token),
+                1 => Claim::Acquired,
                 0 => Claim::Done,
                 _ => Claim::InFlight,
             })
@@ -217,23 +242,31 @@ impl IdempotencyStore for RedisStore {
         token: &Token,
         ttl: Duration,
     ) -> BoxFuture<Result<(), StoreError>> {
-        self.run(
-            "complete",
-            |s| &s.complete,
-            self.full_key(key),
-            (token.as_str().to_owned(), millis(ttl)),
-            |_| (),
-        )
+        // Recording the outcome rides out a short outage (a Redis restart): retried for a few
+        // seconds, while the claim it replaces is still in place.
+        let store = self.clone();
+        let (key, token, ttl) = (self.full_key(key), token.as_str().to_owned(), millis(ttl));
+        Box::pin(async move {
+            store
+                .with_retries(|| {
+                    let args = (token.clone(), ttl);
+                    store.run("complete", |s| &s.complete, key.clone(), args, |_| ())
+                })
+                .await
+        })
     }
 
     fn release(&self, key: &str, token: &Token) -> BoxFuture<Result<(), StoreError>> {
-        self.run(
-            "release",
-            |s| &s.release,
-            self.full_key(key),
-            (token.as_str().to_owned(), 0),
-            |_| (),
-        )
+        let store = self.clone();
+        let (key, token) = (self.full_key(key), token.as_str().to_owned());
+        Box::pin(async move {
+            store
+                .with_retries(|| {
+                    let args = (token.clone(), 0);
+                    store.run("release", |s| &s.release, key.clone(), args, |_| ())
+                })
+                .await
+        })
     }
 
     fn release_detached(&self, key: &str, token: &Token) {

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, ChildStdout, Command};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 
 pub const SECRET: &str = "whsec_receiver_test_secret";
 
@@ -29,10 +30,24 @@ pub fn receiver_binary() -> PathBuf {
     profile_dir.join("examples").join("receiver")
 }
 
+/// Reads a pipe line by line in the background, so the child never blocks on a full pipe.
+fn drain(pipe: impl AsyncRead + Unpin + Send + 'static) -> mpsc::UnboundedReceiver<String> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(pipe).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 pub struct Receiver {
     child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
-    stderr: Lines<BufReader<ChildStderr>>,
+    stdout: mpsc::UnboundedReceiver<String>,
+    stderr: mpsc::UnboundedReceiver<String>,
     pub addr: std::net::SocketAddr,
 }
 
@@ -49,16 +64,12 @@ impl Receiver {
             .kill_on_drop(true)
             .spawn()
             .expect("receiver starts");
-        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+        let stdout = drain(child.stdout.take().unwrap());
+        let mut stderr = drain(child.stderr.take().unwrap());
         // The receiver logs the address it bound (PORT=0 picks a free port).
         let addr = tokio::time::timeout(Duration::from_secs(20), async {
             loop {
-                let line = stderr
-                    .next_line()
-                    .await
-                    .unwrap()
-                    .expect("receiver exited early");
+                let line = stderr.recv().await.expect("receiver exited early");
                 if let Some(rest) = line.split("listening on http://").nth(1) {
                     let port: u16 = rest
                         .split('/')
@@ -81,11 +92,25 @@ impl Receiver {
     }
 
     pub async fn next_line(&mut self) -> String {
-        tokio::time::timeout(Duration::from_secs(5), self.stdout.next_line())
+        tokio::time::timeout(Duration::from_secs(5), self.stdout.recv())
             .await
             .expect("a line on stdout within 5 s (flushed at once)")
-            .unwrap()
             .expect("stdout open")
+    }
+
+    /// The receiver's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Peak resident memory so far (Linux `VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
     }
 
     /// Stops the receiver and returns what it wrote afterwards on stdout and stderr.
@@ -101,11 +126,11 @@ impl Receiver {
             .unwrap();
         assert!(status.success(), "graceful exit, got {status}");
         let mut out = Vec::new();
-        while let Ok(Some(line)) = self.stdout.next_line().await {
+        while let Some(line) = self.stdout.recv().await {
             out.push(line);
         }
         let mut err = Vec::new();
-        while let Ok(Some(line)) = self.stderr.next_line().await {
+        while let Some(line) = self.stderr.recv().await {
             err.push(line);
         }
         (out, err)

@@ -9,6 +9,7 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: std::path::PathBuf,
+    persistent: bool,
 }
 
 fn free_port() -> u16 {
@@ -36,6 +37,16 @@ fn redis_server_binary() -> String {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        Self::start_with(false)
+    }
+
+    /// A server that writes every change to an append-only file (fsync always), so a restart
+    /// keeps its keys.
+    pub fn start_persistent() -> RedisServer {
+        Self::start_with(true)
+    }
+
+    fn start_with(persistent: bool) -> RedisServer {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("metigan-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -43,6 +54,7 @@ impl RedisServer {
             child: None,
             port,
             dir,
+            persistent,
         };
         server.spawn();
         server
@@ -62,7 +74,9 @@ impl RedisServer {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                if self.persistent { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
                 "--protected-mode",
                 "yes",
                 "--dir",
@@ -101,7 +115,25 @@ impl RedisServer {
         }
     }
 
-    /// Starts it again on the same port (empty: nothing is persisted).
+    /// Stops the server gracefully (SIGTERM: a persistent one flushes its file) and waits.
+    pub fn stop_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops it gracefully, leaves it down for `down`, then starts it again on the same port
+    /// and directory.
+    pub fn restart_gracefully(&mut self, down: Duration) {
+        self.stop_gracefully();
+        std::thread::sleep(down);
+        self.spawn();
+    }
+
+    /// Starts it again on the same port (empty unless persistent).
     pub fn restart(&mut self) {
         self.stop();
         self.spawn();

@@ -179,8 +179,12 @@ impl Envelope {
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(Rejection::new(Reason::InvalidPayload));
         }
+        // JSON is UTF-8 (RFC 8259). serde_json skips ignored fields without checking their
+        // bytes, so validate the whole body once (fuzzing found a non-UTF-8 body accepted).
+        let text =
+            std::str::from_utf8(&body).map_err(|_| Rejection::new(Reason::InvalidPayload))?;
         let raw: RawEnvelope<'_> =
-            serde_json::from_slice(&body).map_err(|_| Rejection::new(Reason::InvalidPayload))?;
+            serde_json::from_str(text).map_err(|_| Rejection::new(Reason::InvalidPayload))?;
         let data = raw.data.and_then(|data| {
             let text = data.get();
             // The raw value borrows from `body`: record where, so `data` needs no copy.
@@ -470,8 +474,17 @@ mod tests {
             r#"{"event":"a"} trailing"#,
             r#"{"event":"a","data":{"x":}}"#,
             r#"{"event":"a","event":"b"}"#,
+            "{\"event\":\"a\",\"x\":\"\u{0}\"}",
         ] {
             assert_eq!(parse(body).unwrap_err(), Reason::InvalidPayload, "{body}");
+        }
+        // Invalid UTF-8 in a field the envelope does not read (found by fuzzing).
+        for body in [
+            &b"{\"event\":\"a\",\"x\":\"\xc7\xc7\"}"[..],
+            &b"{\"event\":\"a\",\"data\":{\"k\":\"\xff\"}}"[..],
+        ] {
+            let result = Envelope::parse(Bytes::copy_from_slice(body));
+            assert_eq!(result.unwrap_err().reason(), Reason::InvalidPayload);
         }
     }
 

@@ -15,6 +15,8 @@ mod rejection;
 mod response;
 mod service;
 pub mod signature;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use body::{ResponseBody, VerifiedBody};
 pub use event::{Envelope, EventType, VerifiedEvent};

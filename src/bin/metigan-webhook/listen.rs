@@ -1,0 +1,251 @@
+//! `listen`: a local receiver that prints every verified event, for watching what Metigan sends
+//! through a tunnel.
+
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use metigan_webhook::idempotency::Duplicate;
+use metigan_webhook::{
+    MetiganSignature, MetiganSignatureLayer, Reason, Rejection, ResponseBody, VerifiedBody,
+    VerifiedEvent,
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::{json, unix_now, Failure};
+
+/// How verified events are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// A summary line, then the body as indented JSON (key order as sent).
+    Pretty,
+    /// Exactly one line per event: the body as compact JSON (for `jq` and scripts).
+    Line,
+}
+
+/// What `listen` needs.
+pub(crate) struct Listen {
+    pub(crate) addr: SocketAddr,
+    pub(crate) format: Format,
+    pub(crate) save: Option<PathBuf>,
+    pub(crate) layer: MetiganSignatureLayer,
+    pub(crate) body_limit: usize,
+}
+
+/// Prints the verified event and answers `200 OK`.
+#[derive(Clone)]
+struct Printer {
+    format: Format,
+}
+
+impl Service<Request<VerifiedBody>> for Printer {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<VerifiedBody>) -> Self::Future {
+        if let Some(event) = request.extensions().get::<VerifiedEvent>() {
+            print_event(self.format, request.method(), request.uri(), event);
+        }
+        let mut response = Response::new(Full::new(Bytes::from_static(b"OK")));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        std::future::ready(Ok(response))
+    }
+}
+
+fn print_event(format: Format, method: &http::Method, uri: &http::Uri, event: &VerifiedEvent) {
+    let text = String::from_utf8_lossy(event.body());
+    let mut out = std::io::stdout().lock();
+    let _ = match format {
+        Format::Line => writeln!(
+            out,
+            "{}",
+            json::one_line(&text).unwrap_or(text.into_owned())
+        ),
+        Format::Pretty => {
+            let mut summary = format!("── {} {}  {}", method, uri.path(), event.event_type());
+            if let Some(id) = event.message_id() {
+                summary.push_str(&format!("  messageId={id}"));
+            }
+            summary.push_str(&format!("  t={}", event.signed_at()));
+            if let Some(id) = event.webhook_id() {
+                summary.push_str(&format!("  webhook-id={id}"));
+            }
+            if let Some(recipient) = event.recipient() {
+                summary.push_str(&format!("  recipient={recipient}"));
+            }
+            writeln!(
+                out,
+                "{summary}\n{}",
+                json::pretty(&text).unwrap_or(text.into_owned())
+            )
+        }
+    }
+    .and_then(|()| out.flush());
+}
+
+struct State {
+    service: MetiganSignature<Printer>,
+    save: Option<PathBuf>,
+    body_limit: usize,
+    seq: AtomicU64,
+}
+
+/// The layer's answer, or one made here (a body refused before it reached the layer).
+type Answer = Response<Either<ResponseBody<Full<Bytes>>, Full<Bytes>>>;
+
+async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer, Infallible> {
+    let (parts, body) = request.into_parts();
+    let received = unix_now();
+    let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    let what = format!("{} {}", parts.method, parts.uri.path());
+    // Read the body whole (bounded) so it can be saved even when the request is rejected.
+    let bytes = match Limited::new(body, state.body_limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            let reason = if e.is::<http_body_util::LengthLimitError>() {
+                Reason::BodyTooLarge
+            } else {
+                Reason::BodyReadError
+            };
+            eprintln!(
+                "rejected {what}: {} ({})",
+                reason.code(),
+                reason.status().as_u16()
+            );
+            return Ok(plain(
+                reason.status(),
+                format!("{}: {}\n", reason.code(), reason.description()),
+            ));
+        }
+    };
+    if let Some(dir) = &state.save {
+        let path = dir.join(format!("{received}-{seq:04}.http"));
+        let raw = crate::net::write_captured(&parts.method, &parts.uri, &parts.headers, &bytes);
+        match std::fs::write(&path, raw) {
+            Ok(()) => eprintln!("saved {what} to {}", path.display()),
+            Err(e) => eprintln!("cannot save {what} to {}: {e}", path.display()),
+        }
+    }
+    let mut service = state.service.clone();
+    if let Err(never) =
+        std::future::poll_fn(|cx| Service::<Request<Full<Bytes>>>::poll_ready(&mut service, cx))
+            .await
+    {
+        match never {}
+    }
+    let response = match service
+        .call(Request::from_parts(parts, Full::new(bytes)))
+        .await
+    {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    if let Some(rejection) = response.extensions().get::<Rejection>() {
+        eprintln!(
+            "rejected {what}: {} ({})",
+            rejection.reason().code(),
+            response.status().as_u16()
+        );
+    } else if let Some(duplicate) = response.extensions().get::<Duplicate>() {
+        eprintln!(
+            "duplicate {what}: {duplicate:?}, not printed again ({})",
+            response.status().as_u16()
+        );
+    }
+    Ok(response.map(Either::Left))
+}
+
+fn plain(status: StatusCode, text: String) -> Answer {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Runs until Ctrl-C or SIGTERM.
+pub(crate) async fn run(listen: Listen) -> Result<(), Failure> {
+    if let Some(dir) = &listen.save {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::io(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let listener = tokio::net::TcpListener::bind(listen.addr)
+        .await
+        .map_err(|e| Failure::io(format!("cannot listen on {}: {e}", listen.addr)))?;
+    let local = listener.local_addr().unwrap_or(listen.addr);
+    let state = Arc::new(State {
+        service: listen.layer.layer(Printer {
+            format: listen.format,
+        }),
+        save: listen.save,
+        body_limit: listen.body_limit,
+        seq: AtomicU64::new(0),
+    });
+    eprintln!("listening on http://{local} (any path, POST); Ctrl-C to stop");
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let (stream, _) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                eprintln!("accept failed: {e}");
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| handle(state.clone(), request));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+    eprintln!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -58,8 +58,9 @@ pub(crate) fn check(input: &Check) -> Result<Report, String> {
         }
         if raw.len() != clean.len() {
             lines.push(format!(
-                "note: secret #{i} has surrounding whitespace ({}); it was checked without it \
-                 (this crate refuses such a secret at startup)",
+                "note: secret #{i} has surrounding whitespace ({}); it is also tried without it \
+                 to tell whether that is the problem (this crate refuses such a secret at \
+                 startup)",
                 describe_whitespace(raw)
             ));
         }

@@ -65,10 +65,14 @@ async fn server() -> Server {
 }
 
 /// Writes `head` (and then `body` parts with pauses), reads the first answer's status line.
-async fn raw(addr: SocketAddr, head: &str, parts: &[(&[u8], Duration)]) -> (u16, String, Duration) {
+async fn raw(
+    addr: SocketAddr,
+    head: impl AsRef<[u8]>,
+    parts: &[(&[u8], Duration)],
+) -> (u16, String, Duration) {
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(head.as_ref()).await.unwrap();
     let writer = {
         let parts: Vec<(Vec<u8>, Duration)> = parts.iter().map(|(b, d)| (b.to_vec(), *d)).collect();
         let (mut read, mut write) = stream.into_split();
@@ -196,25 +200,86 @@ async fn trickling_body_is_cut_by_the_timeout() {
     assert_eq!(s.calls.load(Ordering::SeqCst), 0);
 }
 
+/// A request whose signature header holds `extra` bytes (sent as is, not UTF-8) after a valid
+/// or invalid signature.
+fn head_with_raw_signature(signature: &[u8], body: &str) -> Vec<u8> {
+    let mut head = b"POST /hook HTTP/1.1\r\nhost: x\r\nx-webhook-signature: ".to_vec();
+    head.extend_from_slice(signature);
+    head.extend_from_slice(format!("\r\ncontent-length: {}\r\n\r\n", body.len()).as_bytes());
+    head
+}
+
 #[tokio::test]
-async fn non_utf8_signature_bytes_are_rejected() {
+async fn non_utf8_signature_bytes_are_handled() {
     let s = server().await;
     let body = event_body("email.sent", "bytes");
-    let mut head =
-        b"POST /hook HTTP/1.1\r\nhost: x\r\nx-webhook-signature: t=1\xff\xfe,v1=\xc3\x28\r\n"
-            .to_vec();
-    head.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
-    let head = unsafe_free_latin1(&head);
+    let good = sign(SECRET, T0, body.as_bytes());
+
+    // Bytes 0xFF 0xFE in the timestamp: malformed.
+    let head = head_with_raw_signature(b"t=1\xff\xfe,v1=00", &body);
+    assert!(
+        std::str::from_utf8(&head).is_err(),
+        "really not UTF-8 on the wire"
+    );
     let (status, text, _) = raw(s.addr, &head, &[(body.as_bytes(), Duration::ZERO)]).await;
     assert_eq!(status, 401, "{text}");
     assert!(text.contains("malformed_signature"), "{text}");
+
+    // In a `v1` value: it never matches.
+    let mut bad_v1 = format!("t={T0},v1=").into_bytes();
+    bad_v1.extend_from_slice(&[0xff; 64]);
+    let head = head_with_raw_signature(&bad_v1, &body);
+    let (status, text, _) = raw(s.addr, &head, &[(body.as_bytes(), Duration::ZERO)]).await;
+    assert_eq!(status, 401, "{text}");
+    assert!(text.contains("signature_mismatch"), "{text}");
     assert_eq!(s.calls.load(Ordering::SeqCst), 0);
+
+    // In a token the parser ignores, beside a valid signature: accepted.
+    let mut extra = good.into_bytes();
+    extra.extend_from_slice(b",x=\xff\xfe");
+    let head = head_with_raw_signature(&extra, &body);
+    let (status, text, _) = raw(s.addr, &head, &[(body.as_bytes(), Duration::ZERO)]).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(s.calls.load(Ordering::SeqCst), 1);
 }
 
-/// `raw` writes a `&str`; carry arbitrary bytes through it one char per byte (Latin-1) and
-/// write them back out byte for byte.
-fn unsafe_free_latin1(bytes: &[u8]) -> String {
-    bytes.iter().map(|&b| b as char).collect()
+/// Header rejections are answered without reading the body: the request declares a body and
+/// never sends it, yet the 401 arrives at once (and `Expect: 100-continue` gets no `100`).
+#[tokio::test]
+async fn header_rejections_never_wait_for_the_body() {
+    let s = server().await;
+    let body = event_body("email.sent", "unread");
+    let cases = [
+        (None, "missing_signature"),
+        (Some("t=abc,v1=00".to_owned()), "malformed_signature"),
+        (
+            Some(sign(SECRET, T0 - 3600, body.as_bytes())),
+            "timestamp_out_of_tolerance",
+        ),
+    ];
+    for (signature, code) in cases {
+        for expect_continue in [false, true] {
+            let mut head =
+                "POST /hook HTTP/1.1\r\nhost: x\r\ncontent-length: 100000\r\n".to_owned();
+            if let Some(signature) = &signature {
+                head.push_str(&format!("x-webhook-signature: {signature}\r\n"));
+            }
+            if expect_continue {
+                head.push_str("expect: 100-continue\r\n");
+            }
+            head.push_str("\r\n");
+            // No body at all; the connection stays open.
+            let (status, text, took) = raw(s.addr, &head, &[]).await;
+            assert_eq!(status, 401, "{code}: {text}");
+            assert!(text.contains(code), "{text}");
+            assert!(!text.contains("100 Continue"), "{text}");
+            assert!(
+                took < Duration::from_millis(900),
+                "answered before the 1 s timeout: {took:?}"
+            );
+        }
+    }
+    assert_eq!(s.calls.load(Ordering::SeqCst), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ mod redis_server;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -179,7 +180,18 @@ async fn panic_releases(dedupe: Dedupe) {
     let (addr, handler) = serve(dedupe).await;
     let event = body("email.clicked", Some("m-4"), "panic-once");
     assert_eq!(deliver(addr, &event).await.status, 500);
-    assert_eq!(deliver(addr, &event).await.status, 200, "the retry runs");
+    // The unwinding future releases its claim from its destructor: at once in memory, from a
+    // spawned task with Redis, so a retry right after may still see it in flight (409).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = deliver(addr, &event).await.status;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert_eq!(status, StatusCode::CONFLICT);
+        assert!(tokio::time::Instant::now() < deadline, "the retry runs");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(deliver(addr, &event).await.status, 200);
     assert_eq!(handler.calls("email.clicked:m-4"), 2);
 }
@@ -319,19 +331,19 @@ async fn dropped_future_releases(dedupe: Dedupe) {
 
 async fn lease_and_ttl_expire(store: Arc<dyn IdempotencyStore>, dedupe: Dedupe) {
     let dedupe = dedupe
-        .lease(Duration::from_millis(400))
-        .ttl(Duration::from_millis(400));
+        .lease(Duration::from_secs(1))
+        .ttl(Duration::from_secs(1));
     let (addr, handler) = serve(dedupe).await;
     // A holder that died: a claim nobody will complete (prefixed like the layer's keys).
     let token = metigan_webhook::idempotency::new_token();
     let claim = store
-        .claim("contact.created:m-8", &token, Duration::from_millis(400))
+        .claim("contact.created:m-8", &token, Duration::from_secs(1))
         .await
         .unwrap();
     assert_eq!(claim, Claim::Acquired);
     let event = body("contact.created", Some("m-8"), "ok");
     assert_eq!(deliver(addr, &event).await.status, StatusCode::CONFLICT);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(deliver(addr, &event).await.status, 200, "lease expired");
     assert_eq!(handler.calls("contact.created:m-8"), 1);
     assert_eq!(deliver(addr, &event).await.status, 200);
@@ -340,7 +352,7 @@ async fn lease_and_ttl_expire(store: Arc<dyn IdempotencyStore>, dedupe: Dedupe) 
         1,
         "done within the TTL"
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(deliver(addr, &event).await.status, 200);
     assert_eq!(
         handler.calls("contact.created:m-8"),
@@ -469,6 +481,147 @@ mod memory {
     #[tokio::test]
     async fn dropped_while_releasing_releases() {
         super::dropped_while_waiting_on_the_store(StatusCode::INTERNAL_SERVER_ERROR).await;
+    }
+
+    /// `complete` fails after a 2xx: the answer stays 2xx and the claim is kept (until its
+    /// lease), so a duplicate already on its way is not processed again.
+    #[tokio::test]
+    async fn failed_complete_keeps_the_claim() {
+        let store = FaultyStore {
+            complete_fails: true,
+            ..FaultyStore::default()
+        };
+        let (addr, handler) = serve(Dedupe::new(store.clone())).await;
+        let event = body("email.sent", Some("m-c"), "ok");
+        assert_eq!(deliver(addr, &event).await.status, 200);
+        assert_eq!(deliver(addr, &event).await.status, StatusCode::CONFLICT);
+        assert_eq!(handler.calls("email.sent:m-c"), 1);
+        assert_eq!(store.detached.load(Ordering::SeqCst), 0);
+    }
+
+    /// `release` fails after a non-2xx: released again from the destructor, so the retry runs.
+    #[tokio::test]
+    async fn failed_release_is_retried_in_the_background() {
+        let store = FaultyStore {
+            release_fails: true,
+            ..FaultyStore::default()
+        };
+        let (addr, handler) = serve(Dedupe::new(store.clone())).await;
+        let event = body("email.sent", Some("m-r"), "fail-once");
+        assert_eq!(deliver(addr, &event).await.status, 500);
+        assert_eq!(store.detached.load(Ordering::SeqCst), 1);
+        assert_eq!(deliver(addr, &event).await.status, 200);
+        assert_eq!(handler.calls("email.sent:m-r"), 2);
+    }
+
+    /// A claim that landed but answered an error: 503, and the key is released (not blocked
+    /// for the lease); in fail-open mode the handler runs and the key is released too.
+    #[tokio::test]
+    async fn claim_error_after_it_landed_releases_the_key() {
+        let store = FaultyStore {
+            claim_fails: true,
+            ..FaultyStore::default()
+        };
+        let (addr, handler) = serve(Dedupe::new(store.clone())).await;
+        let event = body("email.sent", Some("m-l"), "ok");
+        assert_eq!(deliver(addr, &event).await.status, 503);
+        assert_eq!(handler.calls("email.sent:m-l"), 0);
+        assert_eq!(store.detached.load(Ordering::SeqCst), 1);
+        let free = store
+            .inner
+            .claim("email.sent:m-l", &new_token(), Duration::from_secs(60));
+        assert_eq!(free.await.unwrap(), Claim::Acquired, "not left claimed");
+
+        let store = FaultyStore {
+            claim_fails: true,
+            ..FaultyStore::default()
+        };
+        let (addr, handler) = serve(Dedupe::new(store.clone()).fail_open()).await;
+        assert_eq!(deliver(addr, &event).await.status, 200);
+        assert_eq!(handler.calls("email.sent:m-l"), 1);
+        assert_eq!(store.detached.load(Ordering::SeqCst), 1);
+    }
+
+    /// gRPC requests get trailers-only answers for duplicates too: 0 (already processed),
+    /// 10 ABORTED (in flight), 14 UNAVAILABLE (store unreachable).
+    #[tokio::test]
+    async fn grpc_duplicates_get_grpc_statuses() {
+        let memory = Arc::new(MemoryStore::default());
+        let layer = |store: SharedStore<MemoryStore>| {
+            MetiganSignatureLayer::builder()
+                .secret(SECRET)
+                .deduplicate(Dedupe::new(store))
+                .build()
+                .unwrap()
+        };
+        let ok = tower::service_fn(|_req: http::Request<VerifiedBody>| async {
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"OK"))))
+        });
+        let request = |message_id: &str| {
+            let event = body("email.sent", Some(message_id), "ok");
+            let sig = metigan_webhook::sign(SECRET, now(), event.as_bytes());
+            http::Request::post("/hook")
+                .header("content-type", "application/grpc")
+                .header("x-webhook-signature", sig)
+                .body(Full::new(Bytes::from(event)))
+                .unwrap()
+        };
+        let grpc = |response: &http::Response<_>| {
+            (
+                response.status(),
+                response.headers().get("grpc-status").cloned(),
+                response.headers().get("grpc-message").cloned(),
+            )
+        };
+        let service = tower::ServiceBuilder::new()
+            .layer(layer(SharedStore(memory.clone())))
+            .service(ok);
+        let first = service.clone().oneshot(request("g-1")).await.unwrap();
+        assert_eq!(first.status(), 200);
+        assert!(
+            first.headers().get("grpc-status").is_none(),
+            "the handler's own answer"
+        );
+        let again = service.clone().oneshot(request("g-1")).await.unwrap();
+        assert_eq!(
+            grpc(&again),
+            (
+                StatusCode::OK,
+                Some("0".parse().unwrap()),
+                Some("already_processed".parse().unwrap())
+            )
+        );
+        memory
+            .claim("email.sent:g-2", &new_token(), Duration::from_secs(60))
+            .await
+            .unwrap();
+        let busy = service.clone().oneshot(request("g-2")).await.unwrap();
+        assert_eq!(
+            grpc(&busy),
+            (
+                StatusCode::OK,
+                Some("10".parse().unwrap()),
+                Some("in_flight".parse().unwrap())
+            )
+        );
+        let full = Arc::new(MemoryStore::with_capacity(1));
+        for i in 0..64 {
+            full.claim(&format!("f-{i}"), &new_token(), Duration::from_secs(60))
+                .await
+                .unwrap();
+        }
+        let service = tower::ServiceBuilder::new()
+            .layer(layer(SharedStore(full)))
+            .service(ok);
+        let unavailable = service.oneshot(request("g-3")).await.unwrap();
+        assert_eq!(
+            grpc(&unavailable),
+            (
+                StatusCode::OK,
+                Some("14".parse().unwrap()),
+                Some("store_unavailable".parse().unwrap())
+            )
+        );
     }
 
     #[tokio::test]
@@ -633,6 +786,59 @@ async fn dropped_while_waiting_on_the_store(status: StatusCode) {
     );
 }
 
+/// A memory store whose operations can be made to fail after they took effect, counting the
+/// releases made from destructors.
+#[derive(Clone, Default)]
+struct FaultyStore {
+    inner: Arc<MemoryStore>,
+    claim_fails: bool,
+    complete_fails: bool,
+    release_fails: bool,
+    detached: Arc<AtomicUsize>,
+}
+
+fn failure<T: Send + 'static>() -> BoxFuture<Result<T, StoreError>> {
+    Box::pin(std::future::ready(Err(StoreError::new("injected failure"))))
+}
+
+impl IdempotencyStore for FaultyStore {
+    fn claim(
+        &self,
+        key: &str,
+        token: &Token,
+        lease: Duration,
+    ) -> BoxFuture<Result<Claim, StoreError>> {
+        let applied = self.inner.claim(key, token, lease);
+        if self.claim_fails {
+            // The claim lands, but its answer is lost.
+            drop(applied);
+            return failure();
+        }
+        applied
+    }
+    fn complete(
+        &self,
+        key: &str,
+        token: &Token,
+        ttl: Duration,
+    ) -> BoxFuture<Result<(), StoreError>> {
+        if self.complete_fails {
+            return failure();
+        }
+        self.inner.complete(key, token, ttl)
+    }
+    fn release(&self, key: &str, token: &Token) -> BoxFuture<Result<(), StoreError>> {
+        if self.release_fails {
+            return failure();
+        }
+        self.inner.release(key, token)
+    }
+    fn release_detached(&self, key: &str, token: &Token) {
+        self.detached.fetch_add(1, Ordering::SeqCst);
+        self.inner.release_detached(key, token)
+    }
+}
+
 /// Lets a test keep a handle on the store given to the layer.
 struct SharedStore<S>(Arc<S>);
 
@@ -777,6 +983,60 @@ mod redis {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         assert_eq!(handler.calls("email.delivered:m-11"), 1);
+    }
+
+    /// Only the token holding a key can complete or release it; a lapsed holder cannot touch
+    /// the claim that replaced it; completing a key whose claim expired marks it done.
+    #[tokio::test]
+    async fn tokens_own_their_claims() {
+        let (_server, store) = store().await;
+        let (t1, t2) = (new_token(), new_token());
+        let claim =
+            |token: &Token, lease: u64| store.claim("k", token, Duration::from_millis(lease));
+        assert_eq!(claim(&t1, 100).await.unwrap(), Claim::Acquired);
+        assert_eq!(claim(&t2, 60_000).await.unwrap(), Claim::InFlight);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(
+            claim(&t2, 60_000).await.unwrap(),
+            Claim::Acquired,
+            "t1's lease ran out"
+        );
+        store.release("k", &t1).await.unwrap();
+        store
+            .complete("k", &t1, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            claim(&new_token(), 60_000).await.unwrap(),
+            Claim::InFlight,
+            "still t2's"
+        );
+        store
+            .complete("k", &t2, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(claim(&new_token(), 60_000).await.unwrap(), Claim::Done);
+        // A key nobody holds any more (lease expired) is marked done by its last holder.
+        let t3 = new_token();
+        assert_eq!(
+            store
+                .claim("k2", &t3, Duration::from_millis(50))
+                .await
+                .unwrap(),
+            Claim::Acquired
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        store
+            .complete("k2", &t3, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .claim("k2", &new_token(), Duration::from_secs(1))
+                .await
+                .unwrap(),
+            Claim::Done
+        );
     }
 
     #[tokio::test]

@@ -121,12 +121,12 @@ async fn run() {
     let transport_errors = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
 
-    let mut workers = Vec::new();
+    let mut workers = tokio::task::JoinSet::new();
     for _ in 0..CLIENTS {
         let (queue, done, seen, client) =
             (queue.clone(), done.clone(), seen.clone(), client.clone());
         let transport_errors = transport_errors.clone();
-        workers.push(tokio::spawn(async move {
+        workers.spawn(async move {
             loop {
                 let Some(job) = queue.lock().unwrap().pop() else {
                     break;
@@ -164,11 +164,15 @@ async fn run() {
                 }
                 done.fetch_add(1, Ordering::SeqCst);
             }
-        }));
+        });
     }
 
     // Restart Redis once, when about 40% of the requests are done.
     while done.load(Ordering::SeqCst) < total * 2 / 5 {
+        // A worker that failed ends the test at once with its own message.
+        if let Some(Err(e)) = workers.try_join_next() {
+            std::panic::resume_unwind(e.into_panic());
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let restart_at = started.elapsed();
@@ -181,8 +185,10 @@ async fn run() {
     .unwrap();
     let restarted_after = started.elapsed() - restart_at;
 
-    for worker in workers {
-        worker.await.unwrap();
+    while let Some(result) = workers.join_next().await {
+        if let Err(e) = result {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
     let elapsed = started.elapsed();
     let peak_rss_kib = receiver.peak_rss_kib();
@@ -229,7 +235,8 @@ async fn run() {
         seen.get(&(Kind::Valid, 503)).is_some_and(|n| *n > 0),
         "Redis was down for a second under load: expected some 503s, got {seen:?}"
     );
-    // A debug build, 200 connections, 1 MiB bodies in flight: bounded.
-    assert!(peak_rss_kib < 256 * 1024, "peak RSS {peak_rss_kib} KiB");
+    // A debug build with 200 connections and 1 MiB bodies in flight: measured at 18 MiB; the
+    // bound leaves room for allocator noise, not for buffering that grows with the load.
+    assert!(peak_rss_kib < 48 * 1024, "peak RSS {peak_rss_kib} KiB");
     drop(redis);
 }

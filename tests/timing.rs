@@ -60,7 +60,7 @@ fn verification_time_does_not_depend_on_the_correct_prefix() {
         eprintln!(
             "median ns/verify: 0 bytes right {ma:.0}, 31 bytes right {mb:.0}, ratio {ratio:.3}"
         );
-        if (0.9..=1.1).contains(&ratio) {
+        if (0.8..=1.25).contains(&ratio) {
             return;
         }
     }

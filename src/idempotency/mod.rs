@@ -20,6 +20,9 @@
 //! at most once per key, and never runs twice at the same time for one key (across instances
 //! with `RedisStore`, feature `redis`). A handler that fails may run again on
 //! the retry: that is the point. Effects a handler commits before failing are not rolled back.
+//! The edges of this guarantee (a handler outliving its lease, a success the store could not
+//! record, releases from destructors, eviction from a full memory store) are listed in the
+//! crate's README, section "Deduplicating retried deliveries".
 //!
 //! # Example
 //!

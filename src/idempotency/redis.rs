@@ -116,13 +116,23 @@ impl RedisStore {
         .await
         .map_err(|_| StoreError::new("redis connect: timed out"))?
         .map_err(|e| store_error("connect", &e))?;
-        let mut store = RedisStore::from_connection(connection);
-        let mut ping = store.connection.clone();
+        let store = RedisStore::from_connection(connection);
+        let mut check = store.connection.clone();
         redis::cmd("PING")
-            .query_async::<String>(&mut ping)
+            .query_async::<String>(&mut check)
             .await
             .map_err(|e| store_error("ping", &e))?;
-        store.timeout = DEFAULT_TIMEOUT;
+        // Load the scripts now, so the first claims do not pay for it (`EVALSHA` would miss).
+        for script in [
+            &store.scripts.claim,
+            &store.scripts.complete,
+            &store.scripts.release,
+        ] {
+            script
+                .load_async(&mut check)
+                .await
+                .map_err(|e| store_error("script load", &e))?;
+        }
         Ok(store)
     }
 

@@ -47,6 +47,9 @@ pub fn example_binary(name: &str) -> PathBuf {
 pub async fn run_to_exit(name: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let child = Command::new(example_binary(name))
         .env_remove("WEBHOOK_SECRET")
+        .env_remove("REDIS_URL")
+        .env_remove("TLS_CERT")
+        .env_remove("TLS_KEY")
         .env("PORT", "0")
         .envs(env.iter().copied())
         .stdout(Stdio::null())
@@ -77,6 +80,12 @@ impl Example {
     /// `listening on http(s)://...` log line.
     pub async fn start(name: &str, env: &[(&str, &str)]) -> Example {
         let mut child = Command::new(example_binary(name))
+            // Only what the test sets: a developer's own settings must not leak in.
+            .env_remove("REDIS_URL")
+            .env_remove("TLS_CERT")
+            .env_remove("TLS_KEY")
+            .env_remove("TLS_DEV_CERT_OUT")
+            .env_remove("MAILING_LIST_DB")
             .env("PORT", "0")
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())

@@ -58,6 +58,8 @@ impl Receiver {
             .env("WEBHOOK_SECRET", SECRET)
             .env("PORT", "0")
             .env("RUST_LOG", "info")
+            // Only what the test sets: a developer's own REDIS_URL must not leak in.
+            .env_remove("REDIS_URL")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

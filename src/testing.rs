@@ -605,7 +605,9 @@ impl SignedRequest {
     ///
     /// # Panics
     ///
-    /// When the URI or a raw signature is not valid in an HTTP request (a bug in the test).
+    /// When the URI, a raw signature or the webhook id is not valid in an HTTP request (a
+    /// control character such as CR or LF, for example: a bug in the test). Use
+    /// [`try_build`](Self::try_build) for values that come from outside the test.
     pub fn build(self) -> Request<Full<Bytes>> {
         self.build_with()
     }
@@ -617,6 +619,25 @@ impl SignedRequest {
     ///
     /// As [`build`](Self::build).
     pub fn build_with<B: From<Bytes>>(self) -> Request<B> {
+        self.try_build_with()
+            .expect("a valid request (URI and headers)")
+    }
+
+    /// Builds the request with a [`Full`] body, or says why it cannot be built: a URI, raw
+    /// signature or webhook id that is not valid in an HTTP request.
+    ///
+    /// ```
+    /// use metigan_webhook::testing::SignedRequest;
+    ///
+    /// assert!(SignedRequest::new("{}").webhook_id("wh_1").try_build().is_ok());
+    /// assert!(SignedRequest::new("{}").webhook_id("wh\r\nx: y").try_build().is_err());
+    /// ```
+    pub fn try_build(self) -> Result<Request<Full<Bytes>>, http::Error> {
+        self.try_build_with()
+    }
+
+    /// [`try_build`](Self::try_build) with any body type made from [`Bytes`].
+    pub fn try_build_with<B: From<Bytes>>(self) -> Result<Request<B>, http::Error> {
         let mut builder = Request::builder()
             .method(Method::POST)
             .uri(self.uri.as_str())
@@ -633,9 +654,7 @@ impl SignedRequest {
         for (name, value) in &self.headers {
             builder = builder.header(name, value);
         }
-        builder
-            .body(B::from(self.body()))
-            .expect("a valid request (URI and headers)")
+        builder.body(B::from(self.body()))
     }
 }
 
@@ -701,6 +720,23 @@ mod tests {
         assert_eq!(sample.get_data()["count"], 3);
         let request = SignedRequest::from_event(&sample).secret("hidden-value");
         assert!(!format!("{request:?}").contains("hidden-value"));
+    }
+
+    #[test]
+    fn invalid_values_are_errors_with_try_build() {
+        for request in [
+            SignedRequest::new("{}").webhook_id("id\r"),
+            SignedRequest::new("{}").raw_signature("t=1\n"),
+            SignedRequest::new("{}").uri("/a b"),
+        ] {
+            assert!(request.clone().try_build().is_err(), "{request:?}");
+            assert!(request.try_build_with::<Full<Bytes>>().is_err());
+        }
+        let request = SignedRequest::new("{}")
+            .webhook_id("wh_1")
+            .try_build()
+            .unwrap();
+        assert_eq!(request.headers()[WEBHOOK_ID_HEADER], "wh_1");
     }
 
     #[test]

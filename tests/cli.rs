@@ -70,6 +70,12 @@ fn now() -> u64 {
         .as_secs()
 }
 
+/// A port nobody listens on (bound, then released), for "cannot connect".
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 /// A fresh directory under the target dir's temp space.
 fn temp_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
@@ -98,9 +104,13 @@ fn help_documents_exit_codes_and_hides_the_secret() {
         assert!(help.contains(needle), "{needle}: {help}");
     }
     for sub in ["sign", "send", "verify", "listen", "sample"] {
+        // `run` checks that the secret (set in the environment here) is never printed.
         let output = run(&[sub, "--help"], Some(SECRET), None);
         assert_eq!(code(&output), 0, "{sub}");
         assert!(stdout(&output).contains("Exit codes"), "{sub}");
+        if sub != "sample" {
+            assert!(stdout(&output).contains("WEBHOOK_SECRET"), "{sub}");
+        }
     }
     let output = run(&["send", "--no-such-flag"], None, None);
     assert_eq!(code(&output), 2);
@@ -296,9 +306,10 @@ async fn send_every_type_and_every_fault_to_the_receiver_example() {
     );
 
     // Network and usage errors.
-    let output = tokio::task::spawn_blocking(|| {
+    let closed = format!("http://127.0.0.1:{}/none", free_port());
+    let output = tokio::task::spawn_blocking(move || {
         run(
-            &["send", "--url", "http://127.0.0.1:9/none", "--timeout", "5"],
+            &["send", "--url", &closed, "--timeout", "5"],
             Some(receiver::SECRET),
             None,
         )
@@ -637,4 +648,373 @@ fn verify_usage_errors() {
     );
     assert_eq!(code(&output), 1);
     assert!(stdout(&output).starts_with("malformed_signature\n"));
+}
+
+/// Writes `raw` to a fresh file and runs `verify --request` on it.
+fn verify_raw(name: &str, raw: &[u8], extra: &[&str]) -> Output {
+    let file = temp_dir(name).join("request.http");
+    std::fs::write(&file, raw).unwrap();
+    let mut args = vec!["verify", "--request", file.to_str().unwrap()];
+    args.extend(extra);
+    run(&args, Some(SECRET), None)
+}
+
+#[test]
+fn verify_request_refuses_bad_chunk_framing_without_panicking() {
+    // A chunk size that overflows `size + 2`, one larger than the file, one whose data is not
+    // followed by CRLF: each a one-line error, exit 2, no panic.
+    for (name, chunks) in [
+        ("huge", &b"ffffffffffffffff\r\nab\r\n0\r\n\r\n"[..]),
+        ("huger", b"fffffffffffffffff\r\nab\r\n0\r\n\r\n"),
+        ("long", b"10\r\nab\r\n0\r\n\r\n"),
+        ("no-crlf", b"2\r\nabXY0\r\n\r\n"),
+    ] {
+        let mut raw =
+            b"POST /hook HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-Webhook-Signature: t=1,v1=00\r\n\r\n"
+                .to_vec();
+        raw.extend_from_slice(chunks);
+        let output = verify_raw(&format!("chunk-{name}"), &raw, &[]);
+        assert_eq!(code(&output), 2, "{name}: {}", stderr(&output));
+        assert!(
+            stderr(&output).starts_with("metigan-webhook: error: ")
+                && stderr(&output).contains("chunk")
+                && stderr(&output).lines().count() == 1,
+            "{name}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn verify_request_reads_header_values_that_are_not_utf8() {
+    // As `listen --save` writes them: header values are bytes, 0x80-0xFF included.
+    let body = br#"{"event":"email.delivered","messageId":"m1","data":{}}"#;
+    let t = now();
+    let mut raw = b"POST /hooks/metigan HTTP/1.1\r\nx-custom: caf\xe9 \xff\r\n".to_vec();
+    raw.extend_from_slice(format!("x-webhook-signature: {}\r\n", sign(SECRET, t, body)).as_bytes());
+    raw.extend_from_slice(b"x-webhook-id: wh_\xe9\r\n");
+    raw.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+    raw.extend_from_slice(body);
+    let output = verify_raw("non-utf8", &raw, &["--now", &t.to_string()]);
+    assert_eq!(code(&output), 0, "{}{}", stdout(&output), stderr(&output));
+    assert!(stdout(&output).starts_with("ok\n"), "{}", stdout(&output));
+}
+
+#[test]
+fn send_refuses_header_values_and_urls_it_cannot_send_safely() {
+    let url = format!("http://127.0.0.1:{}/hooks", free_port());
+    for id in ["id\r", "id\nX-Injected: 1", "id\u{7f}"] {
+        let output = run(
+            &["send", "--url", &url, "--webhook-id", id],
+            Some(SECRET),
+            None,
+        );
+        assert_eq!(code(&output), 2, "{id:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("--webhook-id"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(stdout(&output).is_empty(), "{}", stdout(&output));
+    }
+
+    // Credentials in the URL would be printed and forwarded in `Host`: refused, not echoed.
+    let port = free_port();
+    for url in [
+        format!("http://user:pa55word@127.0.0.1:{port}/hooks"),
+        format!("http://user@127.0.0.1:{port}/hooks"),
+    ] {
+        let output = run(&["send", "--url", &url], Some(SECRET), None);
+        assert_eq!(code(&output), 2, "{url}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("user name or password"),
+            "{}",
+            stderr(&output)
+        );
+        let all = format!("{}{}", stdout(&output), stderr(&output));
+        assert!(!all.contains("pa55word") && !all.contains("user@"), "{all}");
+    }
+}
+
+#[test]
+fn sign_to_a_closed_pipe_ends_quietly() {
+    // `metigan-webhook sign | head -0`: stdout's reader is gone before the tool writes.
+    let mut child = std::process::Command::new(BIN)
+        .args(["sign", "--timestamp", "5"])
+        .env("WEBHOOK_SECRET", SECRET)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"{}").unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(code(&output), 0, "{}", stderr(&output));
+    assert!(!stderr(&output).contains("panicked"), "{}", stderr(&output));
+}
+
+/// Waits until something accepts connections on `port`.
+async fn wait_for_port(port: u16) {
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listens on port {port} after 10 s");
+}
+
+#[tokio::test]
+async fn listen_keeps_serving_when_stderr_is_closed() {
+    let port = free_port();
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["listen", "--format", "line", "--port", &port.to_string()])
+        .env("WEBHOOK_SECRET", SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Nobody reads stderr: every log line (listening, rejected, stopped) meets a closed pipe.
+    drop(child.stderr.take());
+    let mut stdout = drain(child.stdout.take().unwrap());
+    wait_for_port(port).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let output = send_to(&url, &["email.sent", "--tamper"]).await;
+    assert_eq!(code(&output), 1, "{}", stdout_of(&output));
+    let output = send_to(&url, &["email.sent"]).await;
+    assert_eq!(code(&output), 0, "{}", stdout_of(&output));
+    let line = tokio::time::timeout(Duration::from_secs(5), stdout.recv())
+        .await
+        .expect("a line within 5 s")
+        .expect("stdout open");
+    assert!(line.contains("\"event\":\"email.sent\""), "{line}");
+    let pid = child.id().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("listen stops on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+fn stdout_of(output: &Output) -> String {
+    format!("{}{}", stdout(output), stderr(output))
+}
+
+/// Sends `raw` on a new connection and returns the answer's status code.
+async fn raw_request(url: &str, raw: &[u8]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"))
+}
+
+#[tokio::test]
+async fn listen_saves_every_request_even_a_refused_body() {
+    let dir = temp_dir("listen-save-all");
+    let dir_arg = dir.to_str().unwrap().to_owned();
+    let mut listener =
+        Listener::start(&["--format", "line", "--save", &dir_arg, "--body-limit", "64"]).await;
+    let url = listener.url.clone();
+
+    // A body over --body-limit: refused before the layer, saved anyway and marked truncated.
+    let body = format!(
+        r#"{{"event":"email.sent","messageId":"big","data":{{"pad":"{}"}}}}"#,
+        "x".repeat(200)
+    );
+    let t = now();
+    let mut raw = format!(
+        "POST /hooks/metigan HTTP/1.1\r\nhost: x\r\nx-webhook-signature: {}\r\ncontent-length: {}\r\n\r\n",
+        sign(SECRET, t, body.as_bytes()),
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(body.as_bytes());
+    assert_eq!(raw_request(&url, &raw).await, 413);
+    let saved_line = listener.err_line().await;
+    assert!(
+        saved_line.starts_with("saved POST /hooks/metigan to ") && saved_line.contains("truncated"),
+        "{saved_line}"
+    );
+    assert_eq!(
+        listener.err_line().await,
+        "rejected POST /hooks/metigan: body_too_large (413)"
+    );
+
+    // A body cut off by the client: a read error, saved with what arrived.
+    let mut raw = format!(
+        "POST /hooks/metigan HTTP/1.1\r\nhost: x\r\nx-webhook-signature: {}\r\ncontent-length: 50\r\n\r\n",
+        sign(SECRET, t, b"{}"),
+    )
+    .into_bytes();
+    raw.extend_from_slice(br#"{"event":"#);
+    {
+        use tokio::io::AsyncWriteExt;
+        let addr = url.trim_start_matches("http://");
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(&raw).await.unwrap();
+        stream.shutdown().await.unwrap();
+        drop(stream);
+    }
+    let saved_line = listener.err_line().await;
+    assert!(
+        saved_line.starts_with("saved POST /hooks/metigan to ") && saved_line.contains("truncated"),
+        "{saved_line}"
+    );
+    assert!(listener
+        .err_line()
+        .await
+        .starts_with("rejected POST /hooks/metigan: body_read_error"),);
+
+    // A header value with bytes 0x80-0xFF, verified and saved byte for byte.
+    let body = br#"{"event":"email.sent","messageId":"m8","data":{}}"#;
+    let mut raw = format!(
+        "POST /hooks/metigan HTTP/1.1\r\nhost: x\r\nx-webhook-signature: {}\r\ncontent-length: {}\r\n",
+        sign(SECRET, t, body),
+        body.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(b"x-note: caf\xe9\r\n\r\n");
+    raw.extend_from_slice(body);
+    assert_eq!(raw_request(&url, &raw).await, 200);
+    assert!(listener.line().await.contains("\"messageId\":\"m8\""));
+    assert!(listener.err_line().await.starts_with("saved "));
+    listener.stop().await;
+
+    let files = saved(&dir);
+    assert_eq!(files.len(), 3, "{files:?}");
+    let path = |i: usize| files[i].to_str().unwrap().to_owned();
+    let t = t.to_string();
+
+    let output = run(
+        &[
+            "verify",
+            "--request",
+            &path(0),
+            "--now",
+            &t,
+            "--body-limit",
+            "64",
+        ],
+        Some(SECRET),
+        None,
+    );
+    assert_eq!(code(&output), 1, "{}", stdout_of(&output));
+    assert!(
+        stdout(&output).starts_with("body_too_large\n"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(stdout(&output).contains("truncated"), "{}", stdout(&output));
+
+    let output = run(
+        &["verify", "--request", &path(1), "--now", &t],
+        Some(SECRET),
+        None,
+    );
+    assert_eq!(code(&output), 1, "{}", stdout_of(&output));
+    assert!(stdout(&output).contains("truncated"), "{}", stdout(&output));
+
+    let output = run(
+        &["verify", "--request", &path(2), "--now", &t],
+        Some(SECRET),
+        None,
+    );
+    assert_eq!(code(&output), 0, "{}", stdout_of(&output));
+    let needle = b"x-note: caf\xe9\r\n";
+    assert!(std::fs::read(&files[2])
+        .unwrap()
+        .windows(needle.len())
+        .any(|w| w == needle));
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn listen_backs_off_when_accept_fails() {
+    // Out of file descriptors (EMFILE): the pending connection stays queued, so the listener is
+    // ready again at once; without a pause the accept loop spins and floods stderr.
+    let port = free_port();
+    let mut child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 16 && exec \"$0\" listen --port \"$1\"")
+        .arg(BIN)
+        .arg(port.to_string())
+        .env("WEBHOOK_SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stderr = drain(child.stderr.take().unwrap());
+    wait_for_port(port).await;
+    // Idle connections hold the descriptors until the limit is reached.
+    let mut held = Vec::new();
+    for _ in 0..24 {
+        held.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !stderr
+            .recv()
+            .await
+            .expect("listen exited")
+            .starts_with("accept failed")
+        {}
+    })
+    .await
+    .expect("accept fails within 10 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut failures = 0;
+    while let Ok(line) = stderr.try_recv() {
+        if line.starts_with("accept failed") {
+            failures += 1;
+        }
+    }
+    assert!(
+        (1..=60).contains(&failures),
+        "{failures} accept failures in one second"
+    );
+    drop(held);
+    let pid = child.id().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("listen stops on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }

@@ -342,6 +342,13 @@ fn header_cause(input: &Check, reason: Reason) -> String {
         }
         if let Some(t) = tokens.t.first() {
             let text = String::from_utf8_lossy(t);
+            if all_digits(t) {
+                return format!(
+                    "`t=` is {text:?}: decimal digits, but too large to fit in an unsigned \
+                     64-bit integer (at most {}); {FORMAT}",
+                    u64::MAX
+                );
+            }
             let hint = if text.contains('.') {
                 " (fractional seconds?)"
             } else if text.contains('-') && text.contains('T') {
@@ -361,6 +368,12 @@ fn header_cause(input: &Check, reason: Reason) -> String {
             None => format!(
                 "the header has no `t=` and there is no X-Webhook-Timestamp header; {FORMAT}"
             ),
+            Some(ts) if all_digits(ts) => format!(
+                "the header has no `t=`, and X-Webhook-Timestamp ({:?}) is decimal digits but \
+                 too large to fit in an unsigned 64-bit integer (at most {})",
+                String::from_utf8_lossy(ts),
+                u64::MAX
+            ),
             Some(ts) => format!(
                 "the header has no `t=`, and X-Webhook-Timestamp ({:?}) is not plain decimal \
                  digits of unix seconds",
@@ -374,6 +387,11 @@ fn header_cause(input: &Check, reason: Reason) -> String {
         format!(" (other keys found: {})", tokens.other_keys.join(", "))
     };
     format!("the header has no non-empty `v1=` value{found}; {FORMAT}")
+}
+
+/// Only ASCII digits, at least one: a number, though perhaps one too large for `u64`.
+fn all_digits(value: &[u8]) -> bool {
+    !value.is_empty() && value.iter().all(u8::is_ascii_digit)
 }
 
 /// Hex of the HMAC of `t.body` with `secret`.
@@ -832,6 +850,32 @@ mod tests {
         let r = run(&input(Some("v1=abc".into()), BODY));
         assert!(
             cause(&r).contains("no X-Webhook-Timestamp"),
+            "{}",
+            cause(&r)
+        );
+        // All digits, one past u64::MAX and far past it: too large, not "not digits".
+        for t in ["18446744073709551616", "99999999999999999999"] {
+            let r = run(&input(Some(format!("t={t},v1=abc")), BODY));
+            assert_eq!(r.verdict(), "malformed_signature");
+            let text = cause(&r);
+            assert!(
+                text.contains("too large to fit in an unsigned 64-bit integer"),
+                "{text}"
+            );
+            assert!(!text.contains("not plain decimal digits"), "{text}");
+            let mut check = input(Some("v1=abc".into()), BODY);
+            check.timestamp_header = Some(t.as_bytes().to_vec());
+            let r = run(&check);
+            assert_eq!(r.verdict(), "malformed_signature");
+            assert!(
+                cause(&r).contains("too large to fit in an unsigned 64-bit integer"),
+                "{}",
+                cause(&r)
+            );
+        }
+        let r = run(&input(Some("t=12a,v1=abc".into()), BODY));
+        assert!(
+            cause(&r).contains("not plain decimal digits"),
             "{}",
             cause(&r)
         );

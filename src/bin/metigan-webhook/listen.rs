@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use metigan_webhook::idempotency::Duplicate;
@@ -111,38 +111,103 @@ struct State {
 /// The layer's answer, or one made here (a body refused before it reached the layer).
 type Answer = Response<Either<ResponseBody<Full<Bytes>>, Full<Bytes>>>;
 
+/// Why a body was not read whole: the rejection, and a line for the saved capture.
+struct Cut {
+    reason: Reason,
+    note: String,
+}
+
+/// Reads the body (bounded by `limit`), keeping what arrived even when it is refused: over the
+/// limit (the bytes read so far, at most one read past `limit`) or cut off by a read error.
+async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    declared: Option<&str>,
+) -> (Bytes, Option<Cut>) {
+    let mut bytes = Vec::new();
+    let declared = declared.map_or_else(
+        || "no Content-Length".to_owned(),
+        |length| format!("Content-Length {length}"),
+    );
+    while let Some(frame) = body.frame().await {
+        match frame {
+            Ok(frame) => {
+                if let Some(data) = frame.data_ref() {
+                    bytes.extend_from_slice(data);
+                    if bytes.len() > limit {
+                        let note = format!(
+                            "body_too_large: over the {limit}-byte --body-limit, reading stopped \
+                             after {} bytes ({declared})",
+                            bytes.len()
+                        );
+                        let cut = Cut {
+                            reason: Reason::BodyTooLarge,
+                            note,
+                        };
+                        return (Bytes::from(bytes), Some(cut));
+                    }
+                }
+            }
+            Err(e) => {
+                let note = format!(
+                    "body_read_error: reading failed after {} bytes ({declared}): {e}",
+                    bytes.len()
+                );
+                let cut = Cut {
+                    reason: Reason::BodyReadError,
+                    note,
+                };
+                return (Bytes::from(bytes), Some(cut));
+            }
+        }
+    }
+    (Bytes::from(bytes), None)
+}
+
 async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer, Infallible> {
     let (parts, body) = request.into_parts();
     let received = unix_now();
     let seq = state.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let what = format!("{} {}", parts.method, parts.uri.path());
-    // Read the body whole (bounded) so it can be saved even when the request is rejected.
-    let bytes = match Limited::new(body, state.body_limit).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => {
-            let reason = if e.is::<http_body_util::LengthLimitError>() {
-                Reason::BodyTooLarge
-            } else {
-                Reason::BodyReadError
-            };
-            eprintln!(
-                "rejected {what}: {} ({})",
-                reason.code(),
-                reason.status().as_u16()
-            );
-            return Ok(plain(
-                reason.status(),
-                format!("{}: {}\n", reason.code(), reason.description()),
-            ));
-        }
-    };
+    // Read the body (bounded) before the layer, so it can be saved whatever happens next: a
+    // rejection by the layer, or a body refused here.
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let (bytes, cut) = read_body(body, state.body_limit, declared.as_deref()).await;
     if let Some(dir) = &state.save {
-        let path = dir.join(format!("{received}-{seq:04}.http"));
-        let raw = crate::net::write_captured(&parts.method, &parts.uri, &parts.headers, &bytes);
+        let name = match cut {
+            Some(_) => format!("{received}-{seq:04}-truncated.http"),
+            None => format!("{received}-{seq:04}.http"),
+        };
+        let path = dir.join(name);
+        let note = cut.as_ref().map(|cut| cut.note.as_str());
+        let raw =
+            crate::net::write_captured(&parts.method, &parts.uri, &parts.headers, &bytes, note);
+        let marked = match &cut {
+            Some(cut) => format!(
+                " (truncated: {}, {} body bytes)",
+                cut.reason.code(),
+                bytes.len()
+            ),
+            None => String::new(),
+        };
         match std::fs::write(&path, raw) {
-            Ok(()) => eprintln!("saved {what} to {}", path.display()),
-            Err(e) => eprintln!("cannot save {what} to {}: {e}", path.display()),
+            Ok(()) => log!("saved {what} to {}{marked}", path.display()),
+            Err(e) => log!("cannot save {what} to {}: {e}", path.display()),
         }
+    }
+    if let Some(Cut { reason, .. }) = cut {
+        log!(
+            "rejected {what}: {} ({})",
+            reason.code(),
+            reason.status().as_u16()
+        );
+        return Ok(plain(
+            reason.status(),
+            format!("{}: {}\n", reason.code(), reason.description()),
+        ));
     }
     let mut service = state.service.clone();
     if let Err(never) =
@@ -159,13 +224,13 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
         Err(never) => match never {},
     };
     if let Some(rejection) = response.extensions().get::<Rejection>() {
-        eprintln!(
+        log!(
             "rejected {what}: {} ({})",
             rejection.reason().code(),
             response.status().as_u16()
         );
     } else if let Some(duplicate) = response.extensions().get::<Duplicate>() {
-        eprintln!(
+        log!(
             "duplicate {what}: {duplicate:?}, not printed again ({})",
             response.status().as_u16()
         );
@@ -183,7 +248,11 @@ fn plain(status: StatusCode, text: String) -> Answer {
     response
 }
 
-/// Runs until Ctrl-C or SIGTERM.
+/// How long `listen` waits after a failed accept before trying again.
+const ACCEPT_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Runs until Ctrl-C or SIGTERM. Output that cannot be written (a closed stdout or stderr) is
+/// dropped: the receiver keeps serving.
 pub(crate) async fn run(listen: Listen) -> Result<(), Failure> {
     if let Some(dir) = &listen.save {
         std::fs::create_dir_all(dir)
@@ -201,7 +270,7 @@ pub(crate) async fn run(listen: Listen) -> Result<(), Failure> {
         body_limit: listen.body_limit,
         seq: AtomicU64::new(0),
     });
-    eprintln!("listening on http://{local} (any path, POST); Ctrl-C to stop");
+    log!("listening on http://{local} (any path, POST); Ctrl-C to stop");
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -212,8 +281,14 @@ pub(crate) async fn run(listen: Listen) -> Result<(), Failure> {
         let (stream, _) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
-                eprintln!("accept failed: {e}");
-                continue;
+                // Out of file descriptors (EMFILE) and the like: the pending connection stays
+                // queued, so the listener is ready again at once. Pause instead of spinning; a
+                // connection that closes meanwhile frees a descriptor.
+                log!("accept failed: {e}");
+                tokio::select! {
+                    () = tokio::time::sleep(ACCEPT_PAUSE) => continue,
+                    () = &mut shutdown => break,
+                }
             }
         };
         let state = state.clone();
@@ -224,7 +299,7 @@ pub(crate) async fn run(listen: Listen) -> Result<(), Failure> {
                 .await;
         });
     }
-    eprintln!("stopped");
+    log!("stopped");
     Ok(())
 }
 

@@ -115,6 +115,28 @@ struct RawEnvelope<'a> {
     timestamp: Option<&'a RawValue>,
 }
 
+/// The envelope's `timestamp` from its raw text: a non-negative number (integer, or float
+/// truncated) is kept, anything else (string, null, object, a number too large) is `None`.
+/// Read as raw text, not through the parser's number type, because a valid JSON number such
+/// as `955E1615` overflows it (found by fuzzing).
+fn lenient_millis(raw: Option<&RawValue>) -> Option<u64> {
+    let text = raw?.get();
+    if let Ok(n) = text.parse::<u64>() {
+        return Some(n);
+    }
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Some(f as u64),
+        _ => None,
+    }
+}
+
+/// Text kept from the body: most often where it is (no copy), or decoded when it had escapes.
+#[derive(Clone, Debug)]
+enum Text {
+    Span(Range<usize>),
+    Owned(Box<str>),
+}
+
 /// Metigan's envelope: `{"event", "messageId", "data", "timestamp"}`, parsed from the raw body.
 ///
 /// Only the envelope is parsed; `data` stays raw (a slice of the body, no copy) and is
@@ -122,7 +144,7 @@ struct RawEnvelope<'a> {
 #[derive(Clone)]
 pub struct Envelope {
     event: EventType,
-    message_id: Option<String>,
+    message_id: Option<Text>,
     timestamp_ms: Option<u64>,
     body: Bytes,
     data: Option<Range<usize>>,
@@ -133,38 +155,35 @@ impl fmt::Debug for Envelope {
         // The body is not printed: it may hold personal data and must stay out of logs.
         f.debug_struct("Envelope")
             .field("event", &self.event)
-            .field("message_id", &self.message_id)
+            .field("message_id", &self.message_id())
             .field("timestamp_ms", &self.timestamp_ms)
             .field("body_len", &self.body.len())
             .finish()
     }
 }
 
-fn lenient_string(raw: Option<&RawValue>) -> Option<String> {
-    let raw = raw?;
-    match serde_json::from_str::<Cow<'_, str>>(raw.get()) {
-        Ok(s) => Some(s.into_owned()),
-        // A numeric id is kept as its text; null, objects and arrays are not ids.
-        Err(_)
-            if raw
-                .get()
-                .starts_with(|c: char| c == '-' || c.is_ascii_digit()) =>
-        {
-            Some(raw.get().to_owned())
-        }
-        Err(_) => None,
-    }
+/// Where `text`, a slice of `body`, sits in it.
+fn span_of(body: &[u8], text: &str) -> Option<Range<usize>> {
+    let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    (start + text.len() <= body.len()).then(|| start..start + text.len())
 }
 
-fn lenient_millis(raw: Option<&RawValue>) -> Option<u64> {
+/// `messageId` as text: a string (where it is in the body unless it has escapes), or a
+/// number's own text; `null`, objects, arrays and booleans are not ids.
+fn lenient_id(body: &[u8], raw: Option<&RawValue>) -> Option<Text> {
     let text = raw?.get();
-    if let Ok(n) = text.parse::<u64>() {
-        return Some(n);
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        if !inner.contains('\\') {
+            return span_of(body, inner).map(Text::Span);
+        }
+        return serde_json::from_str::<String>(text)
+            .ok()
+            .map(|s| Text::Owned(s.into()));
     }
-    match text.parse::<f64>() {
-        Ok(f) if f.is_finite() && f >= 0.0 && f < u64::MAX as f64 => Some(f as u64),
-        _ => None,
+    if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        return span_of(body, text).map(Text::Span);
     }
+    None
 }
 
 impl Envelope {
@@ -185,15 +204,11 @@ impl Envelope {
             std::str::from_utf8(&body).map_err(|_| Rejection::new(Reason::InvalidPayload))?;
         let raw: RawEnvelope<'_> =
             serde_json::from_str(text).map_err(|_| Rejection::new(Reason::InvalidPayload))?;
-        let data = raw.data.and_then(|data| {
-            let text = data.get();
-            // The raw value borrows from `body`: record where, so `data` needs no copy.
-            let start = (text.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
-            (start + text.len() <= body.len()).then(|| start..start + text.len())
-        });
+        // The raw values borrow from `body`: record where, so they need no copy.
+        let data = raw.data.and_then(|data| span_of(&body, data.get()));
         Ok(Envelope {
             event: EventType::parse(&raw.event),
-            message_id: lenient_string(raw.message_id),
+            message_id: lenient_id(&body, raw.message_id),
             timestamp_ms: lenient_millis(raw.timestamp),
             data,
             body,
@@ -207,7 +222,11 @@ impl Envelope {
 
     /// `messageId`, when present (numbers are kept as their text).
     pub fn message_id(&self) -> Option<&str> {
-        self.message_id.as_deref()
+        match self.message_id.as_ref()? {
+            // A span of a string the parser validated as UTF-8.
+            Text::Span(range) => std::str::from_utf8(&self.body[range.clone()]).ok(),
+            Text::Owned(text) => Some(text),
+        }
     }
 
     /// The envelope's `timestamp`, in **milliseconds** since the epoch, when it is a number.
@@ -486,6 +505,46 @@ mod tests {
             let result = Envelope::parse(Bytes::copy_from_slice(body));
             assert_eq!(result.unwrap_err().reason(), Reason::InvalidPayload);
         }
+    }
+
+    #[test]
+    fn lenient_timestamps_and_ids() {
+        for (timestamp, expected) in [
+            ("1700000000123", Some(1_700_000_000_123)),
+            ("0", Some(0)),
+            ("1.5", Some(1)),
+            ("-1", None),
+            ("-0.5", None),
+            ("1e30", None),
+            ("955E1615", None),
+            ("18446744073709551615", Some(u64::MAX)),
+            ("18446744073709551616", None),
+            (r#""1700000000123""#, None),
+            ("true", None),
+            ("null", None),
+            (r#"{"ms":1,"nested":[1,{"a":2}]}"#, None),
+            ("[1,2,[3]]", None),
+        ] {
+            let body = format!(r#"{{"event":"x","timestamp":{timestamp},"messageId":"m"}}"#);
+            let env = parse(&body).unwrap_or_else(|e| panic!("{body}: {e:?}"));
+            assert_eq!(env.timestamp_ms(), expected, "{timestamp}");
+            assert_eq!(env.message_id(), Some("m"), "fields after it are read");
+        }
+        // A plain id is a slice of the body; one with escapes is decoded.
+        let env = parse(r#"{"event":"x","messageId":"plain"}"#).unwrap();
+        let id = env.message_id().unwrap();
+        let offset = id.as_ptr() as usize - env.body().as_ptr() as usize;
+        assert_eq!(&env.body()[offset..offset + 5], b"plain", "no copy");
+        let env = parse(r#"{"event":"x","messageId":"msg_\u0041\"q\""}"#).unwrap();
+        assert_eq!(env.message_id(), Some("msg_A\"q\""));
+        let env = parse(r#"{"event":"x","messageId":-12.5e3}"#).unwrap();
+        assert_eq!(env.message_id(), Some("-12.5e3"));
+        for id in ["true", "{}", "[\"a\"]"] {
+            let env = parse(&format!(r#"{{"event":"x","messageId":{id}}}"#)).unwrap();
+            assert_eq!(env.message_id(), None, "{id}");
+        }
+        let env = parse(r#"{"event":"x","messageId":"m-1","timestamp":{"bad":}}"#);
+        assert_eq!(env.unwrap_err(), Reason::InvalidPayload);
     }
 
     #[test]

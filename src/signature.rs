@@ -334,40 +334,82 @@ impl Candidate {
     };
 
     fn decode(hex: &[u8]) -> Candidate {
-        let mut mac = [0u8; 32];
         if hex.len() != 64 {
             return Candidate::EMPTY;
         }
+        // Table lookups without a branch per digit; one check at the end (an invalid digit
+        // has its high bit set).
+        let mut mac = [0u8; 32];
+        let mut invalid = 0u8;
         for (out, pair) in mac.iter_mut().zip(hex.chunks_exact(2)) {
-            match (hex_value(pair[0]), hex_value(pair[1])) {
-                (Some(hi), Some(lo)) => *out = (hi << 4) | lo,
-                _ => return Candidate::EMPTY,
-            }
+            let (hi, lo) = (HEX_VALUES[pair[0] as usize], HEX_VALUES[pair[1] as usize]);
+            invalid |= hi | lo;
+            *out = (hi << 4) | (lo & 0x0f);
+        }
+        if invalid & 0x80 != 0 {
+            return Candidate::EMPTY;
         }
         Candidate { mac, valid: true }
     }
 
     fn matches(&self, mac: &[u8; 32]) -> Choice {
-        self.mac.ct_eq(mac) & Choice::from(u8::from(self.valid))
+        // Fold the differences into one word without any data-dependent branch, then one
+        // constant-time comparison (`subtle` puts an optimisation barrier on each comparison:
+        // one instead of 32 is what keeps this cheap).
+        let mut diff = 0u64;
+        for (ours, theirs) in self.mac.chunks_exact(8).zip(mac.chunks_exact(8)) {
+            diff |= word(ours) ^ word(theirs);
+        }
+        diff.ct_eq(&0) & Choice::from(u8::from(self.valid))
     }
 }
 
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+/// Eight bytes as a word (`bytes` always has eight: it comes from `chunks_exact(8)`).
+fn word(bytes: &[u8]) -> u64 {
+    let mut out = [0u8; 8];
+    out.copy_from_slice(bytes);
+    u64::from_ne_bytes(out)
 }
+
+/// The value of each byte as a hex digit (either case), or `0xFF` when it is not one.
+const HEX_VALUES: [u8; 256] = {
+    let mut table = [0xFF; 256];
+    let mut i = 0;
+    while i < 10 {
+        table[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        table[b'a' as usize + i] = 10 + i as u8;
+        table[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    table
+};
+
+/// Token separators of the signature header: commas and ASCII whitespace.
+const SEPARATORS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        table[i] = c == b',' || c.is_ascii_whitespace();
+        i += 1;
+    }
+    table
+};
 
 /// A parsed signature header: the timestamp to check and up to [`MAX_SIGNATURES`] `v1` values.
 ///
-/// Parsing never allocates: the values are decoded into a fixed array.
+/// A header with one `v1` value (what Metigan sends) is parsed without allocating; the second
+/// to the sixteenth values, if any, go to a small vector. Keeping the common case small (not a
+/// fixed array of sixteen) also keeps the layer's future small: it carries this header.
 #[derive(Clone)]
 pub struct SignatureHeader {
     timestamp: u64,
-    candidates: [Candidate; MAX_SIGNATURES],
+    first: Candidate,
+    more: Vec<Candidate>,
     len: usize,
 }
 
@@ -420,16 +462,55 @@ impl SignatureHeader {
         };
 
         let mut timestamp: Option<u64> = None;
-        let mut candidates = [Candidate::EMPTY; MAX_SIGNATURES];
+        let mut first = Candidate::EMPTY;
+        let mut more = Vec::new();
         let mut len = 0usize;
-        let tokens = raw
-            .split(|&c| c == b',' || c.is_ascii_whitespace())
-            .filter(|token| !token.is_empty());
-        for token in tokens {
-            let Some(eq) = token.iter().position(|&c| c == b'=') else {
+        let mut push = |candidate: Candidate| {
+            // Values past the 16th are ignored.
+            if len == 0 {
+                first = candidate;
+            } else if len < MAX_SIGNATURES {
+                more.push(candidate);
+            } else {
+                return;
+            }
+            len += 1;
+        };
+        let is_separator = |c: u8| SEPARATORS[c as usize];
+        let mut i = 0;
+        while i < raw.len() {
+            if is_separator(raw[i]) {
+                i += 1;
                 continue;
-            };
-            let (key, value) = (&token[..eq], &token[eq + 1..]);
+            }
+            // A token: its key runs to the first `=`; a token without `=` is ignored.
+            let start = i;
+            while i < raw.len() && raw[i] != b'=' && !is_separator(raw[i]) {
+                i += 1;
+            }
+            if raw.get(i) != Some(&b'=') {
+                continue;
+            }
+            let key = &raw[start..i];
+            i += 1;
+            // The usual `v1`: 64 hex digits then a separator or the end. Decoding checks every
+            // digit, so no separator hides inside and the token is exactly these 64 bytes.
+            if key == b"v1"
+                && raw.len() - i >= 64
+                && raw.get(i + 64).is_none_or(|&c| is_separator(c))
+            {
+                let candidate = Candidate::decode(&raw[i..i + 64]);
+                if candidate.valid {
+                    push(candidate);
+                    i += 64;
+                    continue;
+                }
+            }
+            let value_start = i;
+            while i < raw.len() && !is_separator(raw[i]) {
+                i += 1;
+            }
+            let value = &raw[value_start..i];
             match key {
                 b"t" => {
                     if timestamp.is_some() {
@@ -439,11 +520,8 @@ impl SignatureHeader {
                         parse_digits(value).ok_or(Rejection::new(Reason::MalformedSignature))?,
                     );
                 }
-                // Empty values are skipped; values past the 16th are ignored.
-                b"v1" if !value.is_empty() && len < MAX_SIGNATURES => {
-                    candidates[len] = Candidate::decode(value);
-                    len += 1;
-                }
+                // Empty values are skipped.
+                b"v1" if !value.is_empty() => push(Candidate::decode(value)),
                 _ => {}
             }
         }
@@ -459,7 +537,8 @@ impl SignatureHeader {
         }
         Ok(SignatureHeader {
             timestamp,
-            candidates,
+            first,
+            more,
             len,
         })
     }
@@ -475,8 +554,10 @@ impl SignatureHeader {
         self.len
     }
 
-    fn candidates(&self) -> &[Candidate] {
-        &self.candidates[..self.len]
+    fn candidates(&self) -> impl Iterator<Item = &Candidate> {
+        std::iter::once(&self.first)
+            .take(self.len.min(1))
+            .chain(&self.more)
     }
 }
 
@@ -577,6 +658,32 @@ mod tests {
             Reason::SignatureMismatch
         );
         let header = format!("t=5{},v1={good_v1}", &bogus[..bogus.len() / 2]);
+        assert!(v.verify(Some(header.as_bytes()), None, b"b", 5).is_ok());
+    }
+
+    #[test]
+    fn a_separator_inside_sixty_four_bytes_still_splits_tokens() {
+        let good = sign("k", 5, b"b");
+        let good_v1 = good.split_once(",v1=").unwrap().1;
+        // The 64 bytes after the first `v1=` end right before a comma, but hold one themselves:
+        // they are two short values, not one.
+        let header = format!(
+            "t=5,v1={},v1={},v1={good_v1}",
+            "0".repeat(20),
+            "0".repeat(40)
+        );
+        let parsed = SignatureHeader::parse(Some(header.as_bytes()), None).unwrap();
+        assert_eq!(parsed.signature_count(), 3);
+        let v = Verifier::new(["k"]).unwrap();
+        assert!(v.verify(Some(header.as_bytes()), None, b"b", 5).is_ok());
+        // 64 hex digits followed by more: one 65-digit value, which never matches.
+        let header = format!("t=5 v1={good_v1}0");
+        let err = v
+            .verify(Some(header.as_bytes()), None, b"b", 5)
+            .unwrap_err();
+        assert_eq!(err.reason(), Reason::SignatureMismatch);
+        // Upper case, surrounded by whitespace, still decodes.
+        let header = format!("\tt=5 \r\n v1={} ", good_v1.to_uppercase());
         assert!(v.verify(Some(header.as_bytes()), None, b"b", 5).is_ok());
     }
 

@@ -24,3 +24,12 @@ fn huge_numbers_in_data_are_kept_raw() {
     assert_eq!(envelope.event_type().as_str(), "emcil.dined");
     assert_eq!(envelope.data_json(), Some("22222222222e2220222222"));
 }
+
+/// `envelope` target: a timestamp like `955E1615` is a valid JSON number that overflows the
+/// parser's number type; it must not make the envelope invalid.
+#[test]
+fn huge_timestamps_are_not_a_reason_to_reject() {
+    let body = br#"{"event":"","timestamp":955E1615}"#;
+    let envelope = Envelope::parse(Bytes::from_static(body)).unwrap();
+    assert_eq!(envelope.timestamp_ms(), None);
+}

@@ -1,0 +1,85 @@
+//! The receiver without its signature layer: the ceiling of the HTTP benchmark
+//! (`bench/http/run.sh`, see BENCHMARKS.md). Never deploy this: it trusts any request.
+//!
+//! ```sh
+//! PORT=3001 cargo run --release --example ceiling
+//! ```
+//!
+//! Same axum server, route and handler as `examples/receiver.rs`: the body is read, the
+//! envelope parsed and the receiver's line printed to stdout. Only the signature check (and the
+//! deduplication, which the layer carries) is skipped, so the receiver's throughput divided by
+//! this one's is the cost of the layer in a real server.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use bytes::Bytes;
+use metigan_webhook::{Envelope, EventType, VerifiedEvent, WEBHOOK_ID_HEADER};
+
+/// The line printed for one event (the receiver's).
+fn describe(event: &VerifiedEvent) -> String {
+    let recipient = event.recipient().unwrap_or("unknown recipient");
+    match event.event_type() {
+        EventType::EmailDelivered => format!("Email delivered to {recipient}"),
+        EventType::EmailOpened => format!("Email opened by {recipient}"),
+        EventType::EmailClicked => format!("Link clicked in email to {recipient}"),
+        EventType::EmailBounced => format!("Email bounced for {recipient}"),
+        other => format!("Received event: {other}"),
+    }
+}
+
+/// The receiver's handler, with the event built from the unverified body.
+async fn handle(headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
+    let Ok(envelope) = Envelope::parse(body) else {
+        return (StatusCode::BAD_REQUEST, "invalid_payload");
+    };
+    let webhook_id = headers
+        .get(WEBHOOK_ID_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    let event = VerifiedEvent::new(envelope, 0, webhook_id, 0);
+    let line = describe(&event);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+    (StatusCode::OK, "OK")
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let port = match std::env::var("PORT").map(|port| port.parse::<u16>()) {
+        Ok(Ok(port)) => port,
+        Ok(Err(_)) => {
+            eprintln!("ceiling: PORT must be a number from 0 to 65535");
+            return ExitCode::from(2);
+        }
+        Err(_) => 3001,
+    };
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("ceiling: cannot listen on {addr}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    tracing::info!("listening on http://{addr}/webhooks/metigan (NO signature check)");
+    let app = Router::new().route("/webhooks/metigan", post(handle));
+    match axum::serve(listener, app).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ceiling: server error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,35 +17,70 @@ const MIN_SHARD_CAPACITY: usize = 64;
 /// Default capacity of [`MemoryStore`]: 100,000 keys.
 pub const DEFAULT_CAPACITY: usize = 100_000;
 
-enum Entry {
-    InFlight { token: Token, expires: Instant },
-    Done { expires: Instant },
+/// One key's state in 16 bytes: when it expires (milliseconds since the store was created) and
+/// who holds it (a keyed hash of the claim's token; 0 once done).
+#[derive(Clone, Copy)]
+struct Entry {
+    expires: u64,
+    holder: u64,
 }
 
-impl Entry {
-    fn expires(&self) -> Instant {
-        match self {
-            Entry::InFlight { expires, .. } | Entry::Done { expires } => *expires,
+const DONE: u64 = 0;
+
+/// Keys are 128-bit keyed hashes (SipHash, two independent keys), so an entry costs the same
+/// whatever the key's length, and no string is allocated or kept per key. Two different keys
+/// share a hash with probability about 2^-128 per pair. The map itself does not hash them
+/// again: they are random already.
+type Shard = HashMap<u128, Entry, PassThrough>;
+
+#[derive(Clone, Copy, Default)]
+struct PassThrough;
+
+impl BuildHasher for PassThrough {
+    type Hasher = PassThroughHasher;
+    fn build_hasher(&self) -> PassThroughHasher {
+        PassThroughHasher(0)
+    }
+}
+
+struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u128` keys are hashed; fold anything else in for completeness.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(5) ^ u64::from_le_bytes(word);
         }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
     }
 }
 
 /// Deduplication state in this process's memory: the default store.
 ///
-/// - **Bounded**: at most `capacity` keys (default 100,000; keys are at most 128 bytes, longer
-///   ones are hashed), split over up to 32 shards (each holding at least 64 keys) so concurrent
-///   requests rarely wait on the same lock. When a shard is full, expired keys are dropped
-///   first, then the done keys closest to expiry (an eighth of the shard at a time, so the cost
-///   is amortised). Keys in flight are never evicted: if a shard holds only live claims, a new
-///   claim fails with a [`StoreError`] (the layer answers 503).
+/// - **Bounded**: at most `capacity` keys (default 100,000), split over up to 32 shards (each
+///   holding at least 64 keys) so concurrent requests rarely wait on the same lock. A key
+///   costs about 32 bytes of table whatever its length (it is kept as a 128-bit keyed hash),
+///   so the default capacity needs about 4 MB when full. When a shard is full, expired keys
+///   are dropped first, then the done keys closest to expiry (an eighth of the shard at a time,
+///   so the cost is amortised). Keys in flight are never evicted: if a shard holds only live
+///   claims, a new claim fails with a [`StoreError`] (the layer answers 503).
 /// - **Expiring**: claims live for their lease, done keys for their TTL, checked on access: no
 ///   background thread or timer, no runtime needed.
 /// - One process only: use `RedisStore` (feature `redis`) when several instances receive the
 ///   same webhook.
 pub struct MemoryStore {
-    shards: Box<[Mutex<HashMap<String, Entry>>]>,
+    shards: Box<[Mutex<Shard>]>,
     shard_capacity: usize,
-    hasher: RandomState,
+    key_hashers: (RandomState, RandomState),
+    token_hasher: RandomState,
+    epoch: Instant,
 }
 
 impl fmt::Debug for MemoryStore {
@@ -70,9 +105,13 @@ impl MemoryStore {
         let shards = (capacity / MIN_SHARD_CAPACITY).clamp(1, MAX_SHARDS);
         let shard_capacity = capacity.div_ceil(shards).max(MIN_SHARD_CAPACITY);
         MemoryStore {
-            shards: (0..shards).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..shards)
+                .map(|_| Mutex::new(HashMap::with_hasher(PassThrough)))
+                .collect(),
             shard_capacity,
-            hasher: RandomState::new(),
+            key_hashers: (RandomState::new(), RandomState::new()),
+            token_hasher: RandomState::new(),
+            epoch: Instant::now(),
         }
     }
 
@@ -86,97 +125,126 @@ impl MemoryStore {
         self.len() == 0
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, HashMap<String, Entry>> {
-        let index = (self.hasher.hash_one(key) % self.shards.len() as u64) as usize;
+    fn key_hash(&self, key: &str) -> u128 {
+        let high = self.key_hashers.0.hash_one(key);
+        let low = self.key_hashers.1.hash_one(key);
+        (u128::from(high) << 64) | u128::from(low)
+    }
+
+    fn holder(&self, token: &Token) -> u64 {
+        // Never 0, which marks a done key.
+        self.token_hasher.hash_one(token.as_str()).max(1)
+    }
+
+    fn now(&self) -> u64 {
+        millis(self.epoch.elapsed())
+    }
+
+    fn shard(&self, key: u128) -> MutexGuard<'_, Shard> {
+        let index = ((key >> 64) as u64 % self.shards.len() as u64) as usize;
         lock(&self.shards[index])
     }
 
-    /// The synchronous claim (the trait wraps it in a ready future).
     fn claim_now(&self, key: &str, token: &Token, lease: Duration) -> Result<Claim, StoreError> {
-        let now = Instant::now();
+        let key = self.key_hash(key);
+        let now = self.now();
         let mut shard = self.shard(key);
-        if let Some(entry) = shard.get(key) {
-            if entry.expires() > now {
-                return Ok(match entry {
-                    Entry::InFlight { .. } => Claim::InFlight,
-                    Entry::Done { .. } => Claim::Done,
+        match shard.get(&key) {
+            Some(entry) if entry.expires > now => {
+                return Ok(if entry.holder == DONE {
+                    Claim::Done
+                } else {
+                    Claim::InFlight
                 });
             }
-        } else if shard.len() >= self.shard_capacity {
-            make_room(&mut shard, now, self.shard_capacity)?;
+            Some(_) => {}
+            None if shard.len() >= self.shard_capacity => {
+                make_room(&mut shard, now, self.shard_capacity)?;
+            }
+            None => {}
         }
         shard.insert(
-            key.to_owned(),
-            Entry::InFlight {
-                token: token.clone(),
-                expires: deadline(now, lease),
+            key,
+            Entry {
+                expires: now.saturating_add(millis(lease)),
+                holder: self.holder(token),
             },
         );
         Ok(Claim::Acquired)
     }
 
     fn complete_now(&self, key: &str, token: &Token, ttl: Duration) -> Result<(), StoreError> {
-        let now = Instant::now();
+        let key = self.key_hash(key);
+        let now = self.now();
+        let expires = now.saturating_add(millis(ttl));
+        let holder = self.holder(token);
         let mut shard = self.shard(key);
-        let ours = match shard.get(key) {
-            Some(Entry::InFlight { token: held, .. }) if held == token => true,
-            // Our lease ran out and nobody claimed the key since: the work is done, say so.
-            Some(entry) => entry.expires() <= now,
-            None => true,
-        };
-        if ours {
-            if !shard.contains_key(key) && shard.len() >= self.shard_capacity {
-                make_room(&mut shard, now, self.shard_capacity)?;
+        match shard.get_mut(&key) {
+            // Ours: done, in place.
+            Some(entry) if entry.holder == holder => {
+                *entry = Entry {
+                    expires,
+                    holder: DONE,
+                };
             }
-            shard.insert(
-                key.to_owned(),
-                Entry::Done {
-                    expires: deadline(now, ttl),
-                },
-            );
+            // Our lease ran out and nobody claimed the key since: the work is done, say so.
+            Some(entry) if entry.expires <= now => {
+                *entry = Entry {
+                    expires,
+                    holder: DONE,
+                };
+            }
+            Some(_) => {}
+            None => {
+                if shard.len() >= self.shard_capacity {
+                    make_room(&mut shard, now, self.shard_capacity)?;
+                }
+                shard.insert(
+                    key,
+                    Entry {
+                        expires,
+                        holder: DONE,
+                    },
+                );
+            }
         }
         Ok(())
     }
 
     fn release_now(&self, key: &str, token: &Token) {
+        let key = self.key_hash(key);
+        let holder = self.holder(token);
         let mut shard = self.shard(key);
-        if matches!(shard.get(key), Some(Entry::InFlight { token: held, .. }) if held == token) {
-            shard.remove(key);
+        if shard.get(&key).is_some_and(|entry| entry.holder == holder) {
+            shard.remove(&key);
         }
     }
 }
 
-/// `now + duration`, without overflow.
-fn deadline(now: Instant, duration: Duration) -> Instant {
-    now.checked_add(duration.min(MAX_DURATION))
-        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 60 * 60)))
-        .unwrap_or(now)
+/// Milliseconds, clamped to the longest duration accepted.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.min(MAX_DURATION).as_millis()).unwrap_or(u64::MAX)
 }
 
 /// A poisoned shard only means another thread panicked while holding it; the map itself is
 /// always left consistent (single inserts/removes), so keep using it.
-fn lock(shard: &Mutex<HashMap<String, Entry>>) -> MutexGuard<'_, HashMap<String, Entry>> {
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
     shard
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Drops expired entries, then, if still full, the done entries closest to expiry.
-fn make_room(
-    shard: &mut HashMap<String, Entry>,
-    now: Instant,
-    capacity: usize,
-) -> Result<(), StoreError> {
-    shard.retain(|_, entry| entry.expires() > now);
+/// Drops expired entries, then, if still full, the done entries closest to expiry (an eighth of
+/// the shard), without copying keys.
+fn make_room(shard: &mut Shard, now: u64, capacity: usize) -> Result<(), StoreError> {
+    shard.retain(|_, entry| entry.expires > now);
     if shard.len() < capacity {
         return Ok(());
     }
-    let mut done: Vec<(Instant, String)> = shard
-        .iter()
-        .filter_map(|(key, entry)| match entry {
-            Entry::Done { expires } => Some((*expires, key.clone())),
-            Entry::InFlight { .. } => None,
-        })
+    let mut done: Vec<u64> = shard
+        .values()
+        .filter(|entry| entry.holder == DONE)
+        .map(|entry| entry.expires)
         .collect();
     if done.is_empty() {
         return Err(StoreError::new(format!(
@@ -184,10 +252,17 @@ fn make_room(
         )));
     }
     let evict = (capacity / 8).clamp(1, done.len());
-    done.select_nth_unstable(evict - 1);
-    for (_, key) in done.into_iter().take(evict) {
-        shard.remove(&key);
-    }
+    let (_, threshold, _) = done.select_nth_unstable(evict - 1);
+    let threshold = *threshold;
+    let mut left = evict;
+    shard.retain(|_, entry| {
+        if left > 0 && entry.holder == DONE && entry.expires <= threshold {
+            left -= 1;
+            false
+        } else {
+            true
+        }
+    });
     Ok(())
 }
 

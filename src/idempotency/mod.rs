@@ -370,8 +370,11 @@ pub fn new_token() -> Token {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // The process id is a system call on some platforms: read it once.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(n);
     let random = hasher.finish();
-    Token(format!("{:x}-{n:x}-{random:016x}", std::process::id()))
+    Token(format!("{pid:x}-{n:x}-{random:016x}"))
 }

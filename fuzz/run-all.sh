@@ -12,6 +12,6 @@ for target in parse_header verify_differential envelope; do
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" "fuzz/corpus/$target" -- \
         -max_total_time="$seconds" -print_final_stats=1 >"fuzz/logs/$target.log" 2>&1 \
         || { echo "$target FAILED: see fuzz/logs/$target.log"; exit 1; }
-    grep -E "^Done|stat::number_of_executed_units|stat::peak_rss_mb" "fuzz/logs/$target.log" || true
-    tail -n 30 "fuzz/logs/$target.log" | grep -E "#[0-9]+.*cov:" | tail -n 1 || true
+    grep -E "DONE|stat::number_of_executed_units|stat::average_exec_per_sec|stat::peak_rss_mb" \
+        "fuzz/logs/$target.log" || true
 done

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::routing::post;
@@ -18,19 +16,6 @@ const SECRET: &str = "whsec_TOP_SECRET_value_42";
 const T0: u64 = 1_800_000_000;
 /// A marker that only appears inside bodies.
 const BODY_MARK: &str = "PRIVATE-BODY-CONTENT-7c1e";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn body(kind: &str) -> String {
     format!(
@@ -78,14 +63,7 @@ fn cases() -> Vec<Case> {
 
 #[tokio::test]
 async fn no_rejection_leaks_into_logs_or_responses() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::TRACE)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = common::LogCapture::install();
 
     let layer = MetiganSignatureLayer::builder()
         .secret(SECRET)
@@ -134,7 +112,7 @@ async fn no_rejection_leaks_into_logs_or_responses() {
         }
     }
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = capture.text();
     for reason in Reason::ALL {
         assert!(log.contains(reason.code()), "the log names {reason}: {log}");
     }

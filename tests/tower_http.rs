@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::sync::{Arc, Mutex};
+use std::io::Read;
 use std::time::Duration;
 
 use axum::routing::post;
@@ -78,30 +77,8 @@ async fn signed(addr: std::net::SocketAddr, message_id: &str) -> Answer {
     .await
 }
 
-/// Captures everything logged while the test runs (current-thread runtime: spawned server
-/// tasks log on this thread).
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 async fn exercise(app: Router, rejection_compressed: bool) -> String {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (capture, _guard) = common::LogCapture::install();
 
     let addr = serve_axum(app).await;
 
@@ -133,7 +110,7 @@ async fn exercise(app: Router, rejection_compressed: bool) -> String {
     assert_eq!(slow.status, 408);
     assert!(started.elapsed() < Duration::from_secs(4));
 
-    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let log = capture.text();
     assert!(log.contains("Metigan webhook rejected"), "{log}");
     assert!(
         log.contains("reason=\"missing_signature\"") || log.contains("reason=missing_signature"),

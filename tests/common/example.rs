@@ -1,5 +1,5 @@
 //! Any example as a child process: built once, started on a free port of 127.0.0.1, read line
-//! by line, stopped with SIGTERM. (The receiver has its own helper, `receiver.rs`.)
+//! by line, stopped with SIGTERM. (`receiver.rs` wraps it for the receiver.)
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
@@ -125,6 +125,21 @@ impl Example {
             stderr,
             addr,
         }
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Peak resident memory so far (Linux `VmHWM`), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/<pid>/status")
     }
 
     /// The next stdout line (5 s at most).

@@ -140,3 +140,37 @@ pub fn event_body(event: &str, message_id: &str) -> String {
         r#"{{"event":"{event}","messageId":"{message_id}","data":{{"recipient":"jane@example.com","subject":"Welcome!","status":"delivered"}},"timestamp":1700000000000}}"#
     )
 }
+
+/// Captures everything `tracing` logs on this thread while the guard lives (use a
+/// current-thread runtime: the server tasks it spawns log on the same thread).
+#[derive(Clone, Default)]
+pub struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Installs a subscriber writing plain text at every level into a new capture.
+    pub fn install() -> (LogCapture, tracing::subscriber::DefaultGuard) {
+        let capture = LogCapture::default();
+        let writer = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::TRACE)
+            .finish();
+        (capture, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}

@@ -65,18 +65,47 @@ pub use redis::{RedisStore, DEFAULT_PREFIX};
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Proof of a claim: only its holder can complete or release the key.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Token(String);
+///
+/// The layer's own tokens are kept inline (no allocation per request); tokens made with
+/// [`Token::new`] own their text.
+#[derive(Clone)]
+pub struct Token(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, bytes: [u8; 48] },
+    Owned(Box<str>),
+}
 
 impl Token {
     /// Wraps a token value (unique per claim).
     pub fn new(value: impl Into<String>) -> Self {
-        Token(value.into())
+        Token(Repr::Owned(value.into().into_boxed_str()))
     }
 
     /// The token's value.
     pub fn as_str(&self) -> &str {
-        &self.0
+        match &self.0 {
+            // Only ASCII hex digits and dashes are written inline.
+            Repr::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            Repr::Owned(text) => text,
+        }
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Token) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Token {}
+
+impl std::hash::Hash for Token {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 
@@ -195,9 +224,14 @@ impl DedupeKey {
 
     fn raw_key_of(&self, event: &VerifiedEvent, parts: &Parts) -> Option<String> {
         match self {
-            DedupeKey::EventAndMessageId => event
-                .message_id()
-                .map(|id| format!("{}:{id}", event.event_type())),
+            DedupeKey::EventAndMessageId => event.message_id().map(|id| {
+                let kind = event.event_type().as_str();
+                let mut key = String::with_capacity(kind.len() + 1 + id.len());
+                key.push_str(kind);
+                key.push(':');
+                key.push_str(id);
+                key
+            }),
             DedupeKey::WebhookId => event.webhook_id().map(|id| format!("webhook-id:{id}")),
             DedupeKey::BodyDigest => Some(digest_key(event.body())),
             DedupeKey::Custom(f) => f(event, parts),
@@ -376,5 +410,40 @@ pub fn new_token() -> Token {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u64(n);
     let random = hasher.finish();
-    Token(format!("{pid:x}-{n:x}-{random:016x}"))
+    // `pppppppp-nnnnnnnnnnnnnnnn-rrrrrrrrrrrrrrrr`, written in place: no allocation.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut bytes = [0u8; 48];
+    let mut len = 0usize;
+    for (value, digits) in [(u64::from(pid), 8u32), (n, 16), (random, 16)] {
+        if len > 0 {
+            bytes[len] = b'-';
+            len += 1;
+        }
+        for i in (0..digits).rev() {
+            bytes[len] = HEX[((value >> (4 * i)) & 0xf) as usize];
+            len += 1;
+        }
+    }
+    Token(Repr::Inline {
+        len: len as u8,
+        bytes,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_unique_inline_and_compare_by_text() {
+        let (a, b) = (new_token(), new_token());
+        assert_ne!(a, b);
+        assert_eq!(a.as_str().len(), 42);
+        assert!(a
+            .as_str()
+            .bytes()
+            .all(|c| c == b'-' || c.is_ascii_hexdigit()));
+        assert_eq!(Token::new(a.as_str()), a, "same text, same token");
+        assert_eq!(format!("{a:?}"), "Token(..)");
+    }
 }

@@ -419,6 +419,67 @@ async fn alternative_keys(dedupe: Dedupe) {
 // The suite against each store.
 // ---------------------------------------------------------------------------------------
 
+/// The shared scenarios as tests of one store. `$setup` is an async fn returning what must
+/// stay alive during the test (a Redis server) and the store (cheap to clone).
+macro_rules! shared_suite {
+    ($setup:ident) => {
+        #[tokio::test]
+        async fn concurrent_duplicates_run_once() {
+            let (_keep, store) = $setup().await;
+            super::concurrent_duplicates_run_once(Dedupe::new(store)).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn simultaneous_duplicates_run_once() {
+            let (_keep, store) = $setup().await;
+            super::simultaneous_duplicates_run_once(Dedupe::new(store)).await;
+        }
+
+        #[tokio::test]
+        async fn non_2xx_releases() {
+            let (_keep, store) = $setup().await;
+            super::non_2xx_releases(Dedupe::new(store)).await;
+        }
+
+        #[tokio::test]
+        async fn panic_releases() {
+            let (_keep, store) = $setup().await;
+            super::panic_releases(Dedupe::new(store)).await;
+        }
+
+        #[tokio::test]
+        async fn error_releases() {
+            let (_keep, store) = $setup().await;
+            super::error_releases(Dedupe::new(store)).await;
+        }
+
+        #[tokio::test]
+        async fn dropped_future_releases() {
+            let (_keep, store) = $setup().await;
+            super::dropped_future_releases(Dedupe::new(store)).await;
+        }
+
+        #[tokio::test]
+        async fn lease_and_ttl_expire() {
+            let (_keep, store) = $setup().await;
+            let handle = Arc::new(store.clone());
+            super::lease_and_ttl_expire(handle, Dedupe::new(store)).await;
+        }
+
+        #[tokio::test]
+        async fn keys_and_unverified_requests() {
+            let (_keep, store) = $setup().await;
+            super::keys_and_unverified_requests(Dedupe::new(store)).await;
+        }
+
+        #[tokio::test]
+        async fn alternative_keys() {
+            let (_keep, store) = $setup().await;
+            super::alternative_keys(Dedupe::new(store)).await;
+        }
+    };
+}
+
 mod memory {
     use super::*;
 
@@ -426,52 +487,11 @@ mod memory {
         Dedupe::in_memory()
     }
 
-    #[tokio::test]
-    async fn concurrent_duplicates_run_once() {
-        super::concurrent_duplicates_run_once(dedupe()).await;
+    async fn setup() -> ((), SharedStore<MemoryStore>) {
+        ((), SharedStore(Arc::new(MemoryStore::default())))
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn simultaneous_duplicates_run_once() {
-        super::simultaneous_duplicates_run_once(dedupe()).await;
-    }
-
-    #[tokio::test]
-    async fn non_2xx_releases() {
-        super::non_2xx_releases(dedupe()).await;
-    }
-
-    #[tokio::test]
-    async fn panic_releases() {
-        super::panic_releases(dedupe()).await;
-    }
-
-    #[tokio::test]
-    async fn error_releases() {
-        super::error_releases(dedupe()).await;
-    }
-
-    #[tokio::test]
-    async fn dropped_future_releases() {
-        super::dropped_future_releases(dedupe()).await;
-    }
-
-    #[tokio::test]
-    async fn lease_and_ttl_expire() {
-        let store = Arc::new(MemoryStore::default());
-        let dedupe = Dedupe::new(SharedStore(store.clone()));
-        super::lease_and_ttl_expire(store, dedupe).await;
-    }
-
-    #[tokio::test]
-    async fn keys_and_unverified_requests() {
-        super::keys_and_unverified_requests(dedupe()).await;
-    }
-
-    #[tokio::test]
-    async fn alternative_keys() {
-        super::alternative_keys(dedupe()).await;
-    }
+    shared_suite!(setup);
 
     #[tokio::test]
     async fn dropped_while_claiming_releases() {
@@ -885,60 +905,7 @@ mod redis {
         (server, store)
     }
 
-    #[tokio::test]
-    async fn concurrent_duplicates_run_once() {
-        let (_server, store) = store().await;
-        super::concurrent_duplicates_run_once(Dedupe::new(store)).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn simultaneous_duplicates_run_once() {
-        let (_server, store) = store().await;
-        super::simultaneous_duplicates_run_once(Dedupe::new(store)).await;
-    }
-
-    #[tokio::test]
-    async fn non_2xx_releases() {
-        let (_server, store) = store().await;
-        super::non_2xx_releases(Dedupe::new(store)).await;
-    }
-
-    #[tokio::test]
-    async fn panic_releases() {
-        let (_server, store) = store().await;
-        super::panic_releases(Dedupe::new(store)).await;
-    }
-
-    #[tokio::test]
-    async fn error_releases() {
-        let (_server, store) = store().await;
-        super::error_releases(Dedupe::new(store)).await;
-    }
-
-    #[tokio::test]
-    async fn dropped_future_releases() {
-        let (_server, store) = store().await;
-        super::dropped_future_releases(Dedupe::new(store)).await;
-    }
-
-    #[tokio::test]
-    async fn lease_and_ttl_expire() {
-        let (_server, store) = store().await;
-        let handle = Arc::new(store.clone());
-        super::lease_and_ttl_expire(handle, Dedupe::new(store)).await;
-    }
-
-    #[tokio::test]
-    async fn keys_and_unverified_requests() {
-        let (_server, store) = store().await;
-        super::keys_and_unverified_requests(Dedupe::new(store)).await;
-    }
-
-    #[tokio::test]
-    async fn alternative_keys() {
-        let (_server, store) = store().await;
-        super::alternative_keys(Dedupe::new(store.clone().prefix("alt:"))).await;
-    }
+    shared_suite!(store);
 
     #[tokio::test]
     async fn unreachable_store_answers_503_or_fails_open() {

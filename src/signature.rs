@@ -60,14 +60,29 @@ pub fn sign(secret: &str, timestamp: u64, body: &[u8]) -> String {
     out.push_str("t=");
     out.push_str(itoa_u64(timestamp, &mut [0u8; 20]));
     out.push_str(",v1=");
-    for byte in mac {
-        out.push(HEX[(byte >> 4) as usize] as char);
-        out.push(HEX[(byte & 0xf) as usize] as char);
-    }
+    push_hex(&mut out, &mac);
     out
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Writes the lowercase hex of `bytes` into `out`, which is twice as long.
+pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (byte, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
+    }
+}
+
+/// Appends the lowercase hex of `bytes` to `out`.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    out.extend(bytes.iter().flat_map(|byte| {
+        [
+            char::from(HEX[usize::from(byte >> 4)]),
+            char::from(HEX[usize::from(byte & 0xf)]),
+        ]
+    }));
+}
 
 /// Writes `n` in decimal into `buf`, returning the digits (no allocation).
 fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &str {

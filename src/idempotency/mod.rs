@@ -241,13 +241,9 @@ impl DedupeKey {
 
 /// `sha256:<hex>` of `bytes`.
 fn digest_key(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut key = String::with_capacity(7 + 64);
     key.push_str("sha256:");
-    for byte in Sha256::digest(bytes) {
-        key.push(char::from(HEX[usize::from(byte >> 4)]));
-        key.push(char::from(HEX[usize::from(byte & 0xf)]));
-    }
+    crate::signature::push_hex(&mut key, &Sha256::digest(bytes));
     key
 }
 
@@ -411,18 +407,19 @@ pub fn new_token() -> Token {
     hasher.write_u64(n);
     let random = hasher.finish();
     // `pppppppp-nnnnnnnnnnnnnnnn-rrrrrrrrrrrrrrrr`, written in place: no allocation.
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut bytes = [0u8; 48];
     let mut len = 0usize;
-    for (value, digits) in [(u64::from(pid), 8u32), (n, 16), (random, 16)] {
+    for part in [
+        &pid.to_be_bytes()[..],
+        &n.to_be_bytes(),
+        &random.to_be_bytes(),
+    ] {
         if len > 0 {
             bytes[len] = b'-';
             len += 1;
         }
-        for i in (0..digits).rev() {
-            bytes[len] = HEX[((value >> (4 * i)) & 0xf) as usize];
-            len += 1;
-        }
+        crate::signature::hex_into(part, &mut bytes[len..len + 2 * part.len()]);
+        len += 2 * part.len();
     }
     Token(Repr::Inline {
         len: len as u8,

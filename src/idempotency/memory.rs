@@ -66,8 +66,9 @@ impl Hasher for PassThroughHasher {
 ///
 /// - **Bounded**: at most `capacity` keys (default 100,000), split over up to 32 shards (each
 ///   holding at least 64 keys) so concurrent requests rarely wait on the same lock. A key
-///   costs about 32 bytes of table whatever its length (it is kept as a 128-bit keyed hash),
-///   so the default capacity needs about 4 MB when full. When a shard is full, expired keys
+///   takes one 32-byte table slot whatever its length (a 128-bit keyed hash and a 16-byte
+///   entry; the table keeps some slots spare), and no heap allocation of its own; the
+///   receiver's peak RSS with a full store is measured in BENCHMARKS.md. When a shard is full, expired keys
 ///   are dropped first, then the done keys closest to expiry (an eighth of the shard at a time,
 ///   so the cost is amortised). Keys in flight are never evicted: if a shard holds only live
 ///   claims, a new claim fails with a [`StoreError`] (the layer answers 503).

@@ -369,6 +369,17 @@ async fn ten_thousand_garbage_headers_are_all_401() {
     eprintln!("10,000 garbage headers rejected in {:?}", started.elapsed());
 }
 
+/// POSTs `body` to the test server with `signature` as `X-Webhook-Signature`.
+async fn post_signature(addr: SocketAddr, signature: &str, body: &str) -> common::Answer {
+    http_post(
+        addr,
+        "/hook",
+        &[("x-webhook-signature", signature)],
+        body.to_owned(),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn hundred_v1_values_and_huge_headers() {
     let s = server().await;
@@ -379,13 +390,7 @@ async fn hundred_v1_values_and_huge_headers() {
 
     // 100 values of 64 hex chars make a header over 4 KiB: malformed, never parsed further.
     let header = format!("t={T0}{}", bogus.repeat(100));
-    let answer = http_post(
-        s.addr,
-        "/hook",
-        &[("x-webhook-signature", &header)],
-        body.clone(),
-    )
-    .await;
+    let answer = post_signature(s.addr, &header, &body).await;
     assert_eq!(answer.status, 401);
     assert!(
         answer.text().starts_with("malformed_signature"),
@@ -395,13 +400,7 @@ async fn hundred_v1_values_and_huge_headers() {
     // 60 of them fit in 4 KiB: only 16 are compared, a mismatch.
     let header = format!("t={T0}{}", bogus.repeat(60));
     assert!(header.len() <= 4096);
-    let answer = http_post(
-        s.addr,
-        "/hook",
-        &[("x-webhook-signature", &header)],
-        body.clone(),
-    )
-    .await;
+    let answer = post_signature(s.addr, &header, &body).await;
     assert_eq!(answer.status, 401);
     assert!(
         answer.text().starts_with("signature_mismatch"),
@@ -410,13 +409,7 @@ async fn hundred_v1_values_and_huge_headers() {
     );
     // 100 short values (under 4 KiB): a mismatch too.
     let header = format!("t={T0}{}", ",v1=00".repeat(100));
-    let answer = http_post(
-        s.addr,
-        "/hook",
-        &[("x-webhook-signature", &header)],
-        body.clone(),
-    )
-    .await;
+    let answer = post_signature(s.addr, &header, &body).await;
     assert!(
         answer.text().starts_with("signature_mismatch"),
         "{}",
@@ -425,33 +418,15 @@ async fn hundred_v1_values_and_huge_headers() {
 
     // Only the first 16 values count: a valid one in 17th place is not looked at.
     let header = format!("t={T0}{},v1={good_v1}", bogus.repeat(16));
-    let answer = http_post(
-        s.addr,
-        "/hook",
-        &[("x-webhook-signature", &header)],
-        body.clone(),
-    )
-    .await;
+    let answer = post_signature(s.addr, &header, &body).await;
     assert!(answer.text().starts_with("signature_mismatch"));
     let header = format!("t={T0}{},v1={good_v1}", bogus.repeat(15));
-    let answer = http_post(
-        s.addr,
-        "/hook",
-        &[("x-webhook-signature", &header)],
-        body.clone(),
-    )
-    .await;
+    let answer = post_signature(s.addr, &header, &body).await;
     assert_eq!(answer.status, 200, "{}", answer.text());
 
     // An 8 KiB header: malformed, whatever it contains.
     let header = format!("{good},{}", "x".repeat(8 * 1024));
-    let answer = http_post(
-        s.addr,
-        "/hook",
-        &[("x-webhook-signature", &header)],
-        body.clone(),
-    )
-    .await;
+    let answer = post_signature(s.addr, &header, &body).await;
     assert_eq!(answer.status, 401);
     assert!(answer.text().starts_with("malformed_signature"));
     assert_eq!(s.calls.load(Ordering::SeqCst), 1);
@@ -488,13 +463,7 @@ async fn replays_are_stopped() {
     // Changing `t` to look fresh breaks the signature.
     s.clock.store(T0 + 3600, Ordering::SeqCst);
     let forged = captured.replacen(&format!("t={T0}"), &format!("t={}", T0 + 3600), 1);
-    let answer = http_post(
-        s.addr,
-        "/hook",
-        &[("x-webhook-signature", &forged)],
-        body.clone(),
-    )
-    .await;
+    let answer = post_signature(s.addr, &forged, &body).await;
     assert!(answer.text().starts_with("signature_mismatch"));
     assert_eq!(s.calls.load(Ordering::SeqCst), 1);
     let _ = now();

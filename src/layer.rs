@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::idempotency::Dedupe;
 use crate::service::MetiganSignature;
-use crate::signature::{check_secret, ConfigError, Verifier};
+use crate::signature::{ConfigError, Verifier};
 
 /// The default body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
@@ -158,14 +158,10 @@ impl MetiganSignatureBuilder {
     /// tells which one matched.
     ///
     /// The secret is used verbatim, exactly as Metigan shows it (including any `whsec_` prefix).
+    /// Secrets are checked by [`build`](Self::build).
     pub fn secret(mut self, secret: impl AsRef<str>) -> Self {
-        let secret = secret.as_ref();
-        if self.error.is_none() {
-            if let Err(err) = check_secret(self.secrets.len(), secret) {
-                self.error = Some(err);
-            }
-        }
-        self.secrets.push(Zeroizing::new(secret.to_owned()));
+        self.secrets
+            .push(Zeroizing::new(secret.as_ref().to_owned()));
         self
     }
 

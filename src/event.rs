@@ -137,6 +137,17 @@ enum Text {
     Owned(Box<str>),
 }
 
+impl Text {
+    /// The text, reading a span from `body`.
+    fn resolve<'a>(&'a self, body: &'a [u8]) -> Option<&'a str> {
+        match self {
+            // A span of a string the parser validated as UTF-8.
+            Text::Span(range) => std::str::from_utf8(body.get(range.clone())?).ok(),
+            Text::Owned(text) => Some(text),
+        }
+    }
+}
+
 /// Metigan's envelope: `{"event", "messageId", "data", "timestamp"}`, parsed from the raw body.
 ///
 /// Only the envelope is parsed; `data` stays raw (a slice of the body, no copy) and is
@@ -186,6 +197,174 @@ fn lenient_id(body: &[u8], raw: Option<&RawValue>) -> Option<Text> {
     None
 }
 
+/// A JSON value as text when it is a string: where it is in the body unless it has escapes.
+fn lenient_str(body: &[u8], raw: &RawValue) -> Option<Text> {
+    let text = raw.get();
+    let inner = text.strip_prefix('"')?.strip_suffix('"')?;
+    if inner.contains('\\') {
+        return serde_json::from_str::<String>(text)
+            .ok()
+            .map(|s| Text::Owned(s.into()));
+    }
+    span_of(body, inner).map(Text::Span)
+}
+
+/// The members of `data` (and of `data.metadata`) that the lenient accessors of
+/// [`VerifiedEvent`] read, found in one pass over the raw text: no DOM is built, and a string
+/// without escapes stays where it is in the body.
+///
+/// The same answers as looking the paths up in a `serde_json::Value` of `data`: a member
+/// whose value is not a string gives `None`, a repeated member counts by its last occurrence,
+/// and `data` or `metadata` that is not an object has no members.
+#[derive(Default)]
+struct Fields {
+    recipient: Option<Text>,
+    email: Option<Text>,
+    subject: Option<Text>,
+    status: Option<Text>,
+    bounce_type: Option<Text>,
+    bounce_reason: Option<Text>,
+    url: Option<Text>,
+    user_id: Option<Text>,
+    metadata: Option<Box<Fields>>,
+}
+
+impl Fields {
+    /// Reads the fields of `data` (a slice of `body`).
+    fn read(body: &[u8], data: &str) -> Fields {
+        let mut de = serde_json::Deserializer::from_str(data);
+        serde::de::DeserializeSeed::deserialize(
+            FieldsSeed {
+                body,
+                nested: false,
+            },
+            &mut de,
+        )
+        .ok()
+        .flatten()
+        .map(|fields| *fields)
+        .unwrap_or_default()
+    }
+}
+
+/// The member names the accessors read; anything else is skipped.
+enum Key {
+    Recipient,
+    Email,
+    Subject,
+    Status,
+    BounceType,
+    BounceReason,
+    Url,
+    UserId,
+    Metadata,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Key, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Key, E> {
+                Ok(match name {
+                    "recipient" => Key::Recipient,
+                    "email" => Key::Email,
+                    "subject" => Key::Subject,
+                    "status" => Key::Status,
+                    "bounceType" => Key::BounceType,
+                    "bounceReason" => Key::BounceReason,
+                    "url" => Key::Url,
+                    "userId" => Key::UserId,
+                    "metadata" => Key::Metadata,
+                    _ => Key::Other,
+                })
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Reads one value as [`Fields`]: `Some` for an object, `None` for anything else.
+struct FieldsSeed<'b> {
+    body: &'b [u8],
+    /// Inside `metadata`: a `metadata` member there is not read.
+    nested: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for FieldsSeed<'_> {
+    type Value = Option<Box<Fields>>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<Self::Value, D::Error> {
+        de.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for FieldsSeed<'_> {
+    type Value = Option<Box<Fields>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            let slot = match key {
+                Key::Recipient => &mut fields.recipient,
+                Key::Email => &mut fields.email,
+                Key::Subject => &mut fields.subject,
+                Key::Status => &mut fields.status,
+                Key::BounceType => &mut fields.bounce_type,
+                Key::BounceReason => &mut fields.bounce_reason,
+                Key::Url => &mut fields.url,
+                Key::UserId => &mut fields.user_id,
+                Key::Metadata if !self.nested => {
+                    let nested = FieldsSeed {
+                        body: self.body,
+                        nested: true,
+                    };
+                    fields.metadata = map.next_value_seed(nested)?;
+                    continue;
+                }
+                Key::Metadata | Key::Other => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                    continue;
+                }
+            };
+            let raw: &'de RawValue = map.next_value()?;
+            *slot = lenient_str(self.body, raw);
+        }
+        Ok(Some(Box::new(fields)))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
 impl Envelope {
     /// Parses the envelope of an (already verified) body.
     ///
@@ -222,11 +401,7 @@ impl Envelope {
 
     /// `messageId`, when present (numbers are kept as their text).
     pub fn message_id(&self) -> Option<&str> {
-        match self.message_id.as_ref()? {
-            // A span of a string the parser validated as UTF-8.
-            Text::Span(range) => std::str::from_utf8(&self.body[range.clone()]).ok(),
-            Text::Owned(text) => Some(text),
-        }
+        self.message_id.as_ref()?.resolve(&self.body)
     }
 
     /// The envelope's `timestamp`, in **milliseconds** since the epoch, when it is a number.
@@ -280,6 +455,7 @@ struct Inner {
     webhook_id: Option<String>,
     secret_index: usize,
     data: OnceLock<Value>,
+    fields: OnceLock<Fields>,
 }
 
 impl fmt::Debug for VerifiedEvent {
@@ -309,6 +485,7 @@ impl VerifiedEvent {
                 webhook_id,
                 secret_index,
                 data: OnceLock::new(),
+                fields: OnceLock::new(),
             }),
         }
     }
@@ -377,32 +554,46 @@ impl VerifiedEvent {
         })
     }
 
-    fn str_at(&self, paths: &[&[&str]]) -> Option<&str> {
-        paths.iter().find_map(|path| {
-            path.iter()
-                .try_fold(self.data(), |value, key| value.get(key))
-                .and_then(Value::as_str)
+    /// The members the accessors read, found on first use (one pass over `data`, no DOM).
+    fn fields(&self) -> &Fields {
+        self.inner.fields.get_or_init(|| {
+            let envelope = &self.inner.envelope;
+            envelope
+                .data_json()
+                .map_or_else(Fields::default, |data| Fields::read(envelope.body(), data))
         })
+    }
+
+    /// The first of `picks` that is a string.
+    fn first_str(&self, picks: &[fn(&Fields) -> Option<&Text>]) -> Option<&str> {
+        let fields = self.fields();
+        let body = self.body();
+        picks
+            .iter()
+            .find_map(|pick| pick(fields).and_then(|text| text.resolve(body)))
     }
 
     /// `data.recipient` (or `data.email`, as contact events carry it).
     pub fn recipient(&self) -> Option<&str> {
-        self.str_at(&[&["recipient"], &["email"]])
+        self.first_str(&[|f| f.recipient.as_ref(), |f| f.email.as_ref()])
     }
 
     /// `data.subject`.
     pub fn subject(&self) -> Option<&str> {
-        self.str_at(&[&["subject"]])
+        self.first_str(&[|f| f.subject.as_ref()])
     }
 
     /// `data.status`.
     pub fn status(&self) -> Option<&str> {
-        self.str_at(&[&["status"]])
+        self.first_str(&[|f| f.status.as_ref()])
     }
 
     /// `data.bounceType` (or `data.metadata.bounceType`): `"hard"` or `"soft"` in practice.
     pub fn bounce_type(&self) -> Option<&str> {
-        self.str_at(&[&["bounceType"], &["metadata", "bounceType"]])
+        self.first_str(&[
+            |f| f.bounce_type.as_ref(),
+            |f| meta(f)?.bounce_type.as_ref(),
+        ])
     }
 
     /// Whether `bounce_type` is `hard` (case-insensitive).
@@ -413,18 +604,26 @@ impl VerifiedEvent {
 
     /// `data.metadata.bounceReason` (or `data.bounceReason`).
     pub fn bounce_reason(&self) -> Option<&str> {
-        self.str_at(&[&["metadata", "bounceReason"], &["bounceReason"]])
+        self.first_str(&[
+            |f| meta(f)?.bounce_reason.as_ref(),
+            |f| f.bounce_reason.as_ref(),
+        ])
     }
 
     /// The clicked link: `data.metadata.url` (or `data.url`).
     pub fn clicked_url(&self) -> Option<&str> {
-        self.str_at(&[&["metadata", "url"], &["url"]])
+        self.first_str(&[|f| meta(f)?.url.as_ref(), |f| f.url.as_ref()])
     }
 
-    /// `data.userId`.
+    /// `data.userId` (or `data.metadata.userId`).
     pub fn user_id(&self) -> Option<&str> {
-        self.str_at(&[&["userId"], &["metadata", "userId"]])
+        self.first_str(&[|f| f.user_id.as_ref(), |f| meta(f)?.user_id.as_ref()])
     }
+}
+
+/// `data.metadata`'s members, when it is an object.
+fn meta(fields: &Fields) -> Option<&Fields> {
+    fields.metadata.as_deref()
 }
 
 #[cfg(test)]

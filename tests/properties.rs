@@ -141,3 +141,113 @@ proptest! {
         let _ = verifier.verify(Some(header.as_bytes()), None, b"{}", NOW);
     }
 }
+
+/// A JSON string literal, sometimes with escapes (`\"`, `\\`, `\u00e9`, `\n`).
+fn json_string() -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            "[a-zA-Z0-9@. é€-]{1,6}".prop_map(|s| s.to_owned()),
+            Just("\\\"".to_owned()),
+            Just("\\\\".to_owned()),
+            Just("\\u00e9".to_owned()),
+            Just("\\n".to_owned()),
+        ],
+        0..5,
+    )
+    .prop_map(|parts| format!("\"{}\"", parts.concat()))
+}
+
+/// A member name: mostly the names the accessors read (one of them escaped), sometimes another.
+fn member_name() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => proptest::sample::select(vec![
+            "recipient",
+            "email",
+            "subject",
+            "status",
+            "bounceType",
+            "bounceReason",
+            "url",
+            "userId",
+            "metadata",
+        ])
+        .prop_map(|k| format!("\"{k}\"")),
+        1 => "[a-z]{1,3}".prop_map(|k| format!("\"{k}\"")),
+        1 => Just("\"recip\\u0069ent\"".to_owned()),
+    ]
+}
+
+/// A JSON object as text, whose members may repeat.
+fn json_object(value: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
+    proptest::collection::vec((member_name(), value), 0..8).prop_map(|members| {
+        let members: Vec<String> = members.iter().map(|(k, v)| format!("{k} : {v}")).collect();
+        format!("{{ {} }}", members.join(","))
+    })
+}
+
+/// `data` as text: an object (nested objects, arrays and scalars inside), or now and then
+/// another value.
+fn json_data() -> impl Strategy<Value = String> {
+    let member = prop_oneof![
+        3 => json_string(),
+        2 => json_object(json_string()),
+        2 => json_value(),
+    ];
+    prop_oneof![8 => json_object(member), 1 => json_value()]
+}
+
+/// A JSON value as text.
+fn json_value() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        json_string(),
+        Just("null".to_owned()),
+        Just("true".to_owned()),
+        "-?(0|[1-9][0-9]{0,3})(\\.[0-9]{1,2})?".prop_map(|s| s.to_owned()),
+    ];
+    leaf.prop_recursive(3, 24, 5, |inner| {
+        prop_oneof![
+            json_object(prop_oneof![json_string(), inner.clone()]),
+            proptest::collection::vec(inner, 0..3)
+                .prop_map(|items| format!("[{}]", items.join(","))),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2048, ..config() })]
+
+    /// The accessors read `data` in one pass without a DOM: they must give exactly what looking
+    /// the same paths up in a `serde_json::Value` of `data` gives.
+    #[test]
+    fn accessors_match_a_dom_lookup(data in json_data()) {
+        use metigan_webhook::{Envelope, VerifiedEvent};
+        use serde_json::Value;
+        let body = format!(r#"{{"event":"email.bounced","data":{data},"messageId":"m"}}"#);
+        let envelope = Envelope::parse(bytes::Bytes::from(body.clone()))
+            .unwrap_or_else(|e| panic!("{body}: {e:?}"));
+        let event = VerifiedEvent::new(envelope, 0, None, 0);
+        let dom: Value = serde_json::from_str(&data).unwrap();
+        let at = |path: &[&str]| -> Option<String> {
+            let mut value = &dom;
+            for key in path {
+                value = value.get(key)?;
+            }
+            value.as_str().map(str::to_owned)
+        };
+        let first = |paths: &[&[&str]]| paths.iter().find_map(|path| at(path));
+        let own = |v: Option<&str>| v.map(str::to_owned);
+        prop_assert_eq!(own(event.recipient()), first(&[&["recipient"], &["email"]]), "{}", body);
+        prop_assert_eq!(own(event.subject()), first(&[&["subject"]]));
+        prop_assert_eq!(own(event.status()), first(&[&["status"]]));
+        prop_assert_eq!(
+            own(event.bounce_type()),
+            first(&[&["bounceType"], &["metadata", "bounceType"]])
+        );
+        prop_assert_eq!(
+            own(event.bounce_reason()),
+            first(&[&["metadata", "bounceReason"], &["bounceReason"]])
+        );
+        prop_assert_eq!(own(event.clicked_url()), first(&[&["metadata", "url"], &["url"]]));
+        prop_assert_eq!(own(event.user_id()), first(&[&["userId"], &["metadata", "userId"]]));
+    }
+}

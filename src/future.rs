@@ -218,6 +218,83 @@ fn verify<S>(pending: Pending<S>) -> Verdict<S> {
     }
 }
 
+/// The state that follows the store's answer to a claim.
+fn after_claim<S, B>(claimed: Result<Claim, StoreError>, claimant: Claimant<S>) -> State<S, B>
+where
+    S: Service<Request<VerifiedBody>>,
+{
+    let Claimant {
+        mut inner,
+        request,
+        guard,
+        config,
+        grpc,
+    } = claimant;
+    let (retry_after, fail_open) = config
+        .dedupe
+        .as_ref()
+        .map_or((crate::idempotency::DEFAULT_RETRY_AFTER, false), |d| {
+            (d.retry_after, d.fail_open)
+        });
+    let answer = |duplicate| State::Answered {
+        duplicate,
+        retry_after,
+        grpc,
+    };
+    match claimed {
+        Ok(Claim::Acquired) => State::Calling {
+            future: inner.call(request),
+            guard: Some(guard),
+            config,
+        },
+        Ok(Claim::InFlight) => {
+            guard.disarm();
+            answer(Duplicate::InFlight)
+        }
+        Ok(Claim::Done) => {
+            guard.disarm();
+            answer(Duplicate::AlreadyProcessed)
+        }
+        // The claim may have landed before the error: `guard` is dropped armed, which
+        // releases it in the background.
+        Err(error) if fail_open => {
+            tracing::warn!(
+                %error,
+                "deduplication store unavailable: processing without deduplication (fail-open)"
+            );
+            drop(guard);
+            State::Calling {
+                future: inner.call(request),
+                guard: None,
+                config,
+            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, "deduplication store unavailable: answering 503");
+            drop(guard);
+            answer(Duplicate::StoreUnavailable)
+        }
+    }
+}
+
+/// Settles the claim once its outcome's recording has ended.
+fn recorded(result: Result<(), StoreError>, guard: ClaimGuard, completing: bool) {
+    match result {
+        Ok(()) => guard.disarm(),
+        Err(error) if completing => {
+            // The handler succeeded and the answer is 2xx, so Metigan will not retry: keep the
+            // claim (releasing it would let a duplicate already on its way run the handler
+            // again); it expires with its lease.
+            tracing::warn!(%error, "could not mark the webhook done; its claim expires with the lease");
+            guard.disarm();
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not release the claim; retrying in the background");
+            drop(guard);
+        }
+    }
+}
+
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
 where
     S: Service<Request<VerifiedBody>, Response = Response<ResBody>>,
@@ -259,9 +336,13 @@ where
                                 .dedupe
                                 .as_ref()
                                 .map_or(crate::idempotency::DEFAULT_LEASE, |dedupe| dedupe.lease);
-                            State::Claiming {
-                                claim: claimant.guard.claim(lease),
-                                claimant: Some(claimant),
+                            // An in-process store answers at once: no boxed future, no step.
+                            match claimant.guard.claim_immediately(lease) {
+                                Some(claimed) => after_claim(claimed, claimant),
+                                None => State::Claiming {
+                                    claim: claimant.guard.claim(lease),
+                                    claimant: Some(claimant),
+                                },
                             }
                         }
                         Verdict::Reject(rejection, grpc) => State::Rejected {
@@ -272,58 +353,10 @@ where
                 }
                 StateProj::Claiming { claim, claimant } => {
                     let claimed = ready!(claim.as_mut().poll(cx));
-                    let Claimant {
-                        mut inner,
-                        request,
-                        guard,
-                        config,
-                        grpc,
-                    } = claimant.take().expect("claiming state holds its request");
-                    let (retry_after, fail_open) = config
-                        .dedupe
-                        .as_ref()
-                        .map_or((crate::idempotency::DEFAULT_RETRY_AFTER, false), |d| {
-                            (d.retry_after, d.fail_open)
-                        });
-                    let answer = |duplicate| State::Answered {
-                        duplicate,
-                        retry_after,
-                        grpc,
-                    };
-                    match claimed {
-                        Ok(Claim::Acquired) => State::Calling {
-                            future: inner.call(request),
-                            guard: Some(guard),
-                            config,
-                        },
-                        Ok(Claim::InFlight) => {
-                            guard.disarm();
-                            answer(Duplicate::InFlight)
-                        }
-                        Ok(Claim::Done) => {
-                            guard.disarm();
-                            answer(Duplicate::AlreadyProcessed)
-                        }
-                        // The claim may have landed before the error: `guard` is dropped armed,
-                        // which releases it in the background.
-                        Err(error) if fail_open => {
-                            tracing::warn!(
-                                %error,
-                                "deduplication store unavailable: processing without deduplication (fail-open)"
-                            );
-                            drop(guard);
-                            State::Calling {
-                                future: inner.call(request),
-                                guard: None,
-                                config,
-                            }
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "deduplication store unavailable: answering 503");
-                            drop(guard);
-                            answer(Duplicate::StoreUnavailable)
-                        }
-                    }
+                    after_claim(
+                        claimed,
+                        claimant.take().expect("claiming state holds its request"),
+                    )
                 }
                 StateProj::Calling {
                     future,
@@ -340,20 +373,22 @@ where
                             // Done only on 2xx; anything else frees the key so the retry runs.
                             let completing =
                                 matches!(&output, Ok(response) if response.status().is_success());
-                            let store_op = if completing {
-                                let ttl = config
-                                    .dedupe
-                                    .as_ref()
-                                    .map_or(crate::idempotency::DEFAULT_TTL, |d| d.ttl);
-                                guard.complete(ttl)
-                            } else {
-                                guard.release()
-                            };
-                            State::Finishing {
-                                store_op,
-                                guard: Some(guard),
-                                completing,
-                                output: Some(output),
+                            let ttl = config
+                                .dedupe
+                                .as_ref()
+                                .map_or(crate::idempotency::DEFAULT_TTL, |d| d.ttl);
+                            match guard.record(completing, ttl) {
+                                Ok(result) => {
+                                    recorded(result, guard, completing);
+                                    self.as_mut().project().state.set(State::Done);
+                                    return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
+                                }
+                                Err(store_op) => State::Finishing {
+                                    store_op,
+                                    guard: Some(guard),
+                                    completing,
+                                    output: Some(output),
+                                },
                             }
                         }
                     }
@@ -364,22 +399,9 @@ where
                     completing,
                     output,
                 } => {
-                    let recorded = ready!(store_op.as_mut().poll(cx));
+                    let result = ready!(store_op.as_mut().poll(cx));
                     let guard = guard.take().expect("finishing state holds its claim");
-                    match recorded {
-                        Ok(()) => guard.disarm(),
-                        Err(error) if *completing => {
-                            // The handler succeeded and the answer is 2xx, so Metigan will not
-                            // retry: keep the claim (releasing it would let a duplicate already
-                            // on its way run the handler again); it expires with its lease.
-                            tracing::warn!(%error, "could not mark the webhook done; its claim expires with the lease");
-                            guard.disarm();
-                        }
-                        Err(error) => {
-                            tracing::warn!(%error, "could not release the claim; retrying in the background");
-                            drop(guard);
-                        }
-                    }
+                    recorded(result, guard, *completing);
                     let output = output.take().expect("finishing state holds the answer");
                     self.as_mut().project().state.set(State::Done);
                     return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));

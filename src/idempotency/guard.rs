@@ -43,6 +43,31 @@ impl ClaimGuard {
         self.store.release(&self.key, &self.token)
     }
 
+    /// [`claim`](Self::claim), when the store answers without waiting.
+    pub(crate) fn claim_immediately(&self, lease: Duration) -> Option<Result<Claim, StoreError>> {
+        self.store.claim_immediately(&self.key, &self.token, lease)
+    }
+
+    /// Records the outcome: [`complete`](Self::complete) when `completing`, else
+    /// [`release`](Self::release); `Err` with the future to await when the store cannot answer
+    /// at once.
+    pub(crate) fn record(
+        &self,
+        completing: bool,
+        ttl: Duration,
+    ) -> Result<Result<(), StoreError>, BoxFuture<Result<(), StoreError>>> {
+        let now = if completing {
+            self.store.complete_immediately(&self.key, &self.token, ttl)
+        } else {
+            self.store.release_immediately(&self.key, &self.token)
+        };
+        match now {
+            Some(recorded) => Ok(recorded),
+            None if completing => Err(self.complete(ttl)),
+            None => Err(self.release()),
+        }
+    }
+
     /// The outcome is recorded (or the key was never ours): nothing to do on drop.
     pub(crate) fn disarm(mut self) {
         self.armed = false;

@@ -296,6 +296,29 @@ impl IdempotencyStore for MemoryStore {
     fn release_detached(&self, key: &str, token: &Token) {
         self.release_now(key, token);
     }
+
+    fn claim_immediately(
+        &self,
+        key: &str,
+        token: &Token,
+        lease: Duration,
+    ) -> Option<Result<Claim, StoreError>> {
+        Some(self.claim_now(key, token, lease))
+    }
+
+    fn complete_immediately(
+        &self,
+        key: &str,
+        token: &Token,
+        ttl: Duration,
+    ) -> Option<Result<(), StoreError>> {
+        Some(self.complete_now(key, token, ttl))
+    }
+
+    fn release_immediately(&self, key: &str, token: &Token) -> Option<Result<(), StoreError>> {
+        self.release_now(key, token);
+        Some(Ok(()))
+    }
 }
 
 #[cfg(test)]

@@ -182,6 +182,41 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     fn release_detached(&self, key: &str, token: &Token) {
         let _ = (key, token);
     }
+
+    /// [`claim`](Self::claim) for a store that can answer without waiting (one in this
+    /// process's memory): `Some(answer)` spares the layer a boxed future and a step of its
+    /// state machine. The default, `None`, means "await `claim`". When it answers, it must have
+    /// exactly the effect `claim` would have.
+    fn claim_immediately(
+        &self,
+        key: &str,
+        token: &Token,
+        lease: Duration,
+    ) -> Option<Result<Claim, StoreError>> {
+        let _ = (key, token, lease);
+        None
+    }
+
+    /// [`complete`](Self::complete) without waiting, as
+    /// [`claim_immediately`](Self::claim_immediately); `None` (the default) means "await
+    /// `complete`".
+    fn complete_immediately(
+        &self,
+        key: &str,
+        token: &Token,
+        ttl: Duration,
+    ) -> Option<Result<(), StoreError>> {
+        let _ = (key, token, ttl);
+        None
+    }
+
+    /// [`release`](Self::release) without waiting, as
+    /// [`claim_immediately`](Self::claim_immediately); `None` (the default) means "await
+    /// `release`".
+    fn release_immediately(&self, key: &str, token: &Token) -> Option<Result<(), StoreError>> {
+        let _ = (key, token);
+        None
+    }
 }
 
 type KeyFn = dyn Fn(&VerifiedEvent, &Parts) -> Option<String> + Send + Sync;

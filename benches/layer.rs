@@ -196,5 +196,36 @@ fn rejection_by_declared_size(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, layer_1kib, rejection_by_declared_size);
+/// The in-memory store alone, as the layer drives it for each new event: make the key, a
+/// token, claim, complete; the store full (100,000 keys) and evicting, its steady state under
+/// load.
+fn memory_store(c: &mut Criterion) {
+    use metigan_webhook::idempotency::{new_token, IdempotencyStore, MemoryStore};
+    use std::time::Duration;
+    let store = MemoryStore::default();
+    let lease = Duration::from_secs(60);
+    let ttl = Duration::from_secs(24 * 60 * 60);
+    let mut n = 0u64;
+    let mut next = move || {
+        n += 1;
+        let key = format!("email.clicked:msg_{n:020}");
+        let token = new_token();
+        let claimed = store.claim_immediately(&key, &token, lease);
+        let completed = store.complete_immediately(&key, &token, ttl);
+        (claimed, completed)
+    };
+    for _ in 0..200_000 {
+        next();
+    }
+    c.bench_function("memory_store/claim_and_complete_full", |b| {
+        b.iter(|| black_box(next()))
+    });
+}
+
+criterion_group!(
+    benches,
+    layer_1kib,
+    rejection_by_declared_size,
+    memory_store
+);
 criterion_main!(benches);

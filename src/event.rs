@@ -6,6 +6,7 @@ use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -449,10 +450,17 @@ pub struct VerifiedEvent {
     inner: Arc<Inner>,
 }
 
+/// `X-Webhook-Id`: the header value itself (no copy), or a string given to
+/// [`VerifiedEvent::new`].
+enum WebhookId {
+    Header(HeaderValue),
+    Owned(String),
+}
+
 struct Inner {
     envelope: Envelope,
     signed_at: u64,
-    webhook_id: Option<String>,
+    webhook_id: Option<WebhookId>,
     secret_index: usize,
     data: OnceLock<Value>,
     fields: OnceLock<Fields>,
@@ -463,7 +471,7 @@ impl fmt::Debug for VerifiedEvent {
         f.debug_struct("VerifiedEvent")
             .field("envelope", &self.inner.envelope)
             .field("signed_at", &self.inner.signed_at)
-            .field("webhook_id", &self.inner.webhook_id)
+            .field("webhook_id", &self.webhook_id())
             .field("secret_index", &self.inner.secret_index)
             .finish()
     }
@@ -476,6 +484,30 @@ impl VerifiedEvent {
         envelope: Envelope,
         signed_at: u64,
         webhook_id: Option<String>,
+        secret_index: usize,
+    ) -> Self {
+        let webhook_id = webhook_id.map(WebhookId::Owned);
+        Self::assemble(envelope, signed_at, webhook_id, secret_index)
+    }
+
+    /// As the layer assembles it: the `X-Webhook-Id` header kept as the request carried it
+    /// (sharing its buffer), when it is visible ASCII (`HeaderValue::to_str`).
+    pub(crate) fn from_request(
+        envelope: Envelope,
+        signed_at: u64,
+        webhook_id: Option<&HeaderValue>,
+        secret_index: usize,
+    ) -> Self {
+        let webhook_id = webhook_id
+            .filter(|value| value.to_str().is_ok())
+            .map(|value| WebhookId::Header(value.clone()));
+        Self::assemble(envelope, signed_at, webhook_id, secret_index)
+    }
+
+    fn assemble(
+        envelope: Envelope,
+        signed_at: u64,
+        webhook_id: Option<WebhookId>,
         secret_index: usize,
     ) -> Self {
         VerifiedEvent {
@@ -518,7 +550,11 @@ impl VerifiedEvent {
     /// The `X-Webhook-Id` header, when present (Metigan documents it both as the webhook's id
     /// and as a delivery id: informative only).
     pub fn webhook_id(&self) -> Option<&str> {
-        self.inner.webhook_id.as_deref()
+        match self.inner.webhook_id.as_ref()? {
+            // Checked when the event was made.
+            WebhookId::Header(value) => value.to_str().ok(),
+            WebhookId::Owned(id) => Some(id),
+        }
     }
 
     /// Index of the configured secret that matched (0 = the first one).

@@ -21,6 +21,7 @@ use crate::idempotency::{new_token, BoxFuture, Claim, ClaimGuard, Duplicate, Sto
 use crate::layer::Config;
 use crate::rejection::{Reason, Rejection};
 use crate::response::{duplicate_response, rejection_response};
+use crate::service::is_grpc;
 use crate::signature::SignatureHeader;
 
 pin_project! {
@@ -105,7 +106,6 @@ struct Pending<S> {
     config: Arc<Config>,
     signature: SignatureHeader,
     buffer: Buffer,
-    grpc: bool,
 }
 
 /// A verified request waiting for its deduplication claim. The guard is armed from the start:
@@ -116,7 +116,6 @@ struct Claimant<S> {
     request: Request<VerifiedBody>,
     guard: ClaimGuard,
     config: Arc<Config>,
-    grpc: bool,
 }
 
 /// What follows a complete body.
@@ -147,7 +146,6 @@ where
         inner: S,
         config: Arc<Config>,
         signature: SignatureHeader,
-        grpc: bool,
         expected: u64,
     ) -> Self {
         let (parts, body) = req.into_parts();
@@ -161,7 +159,6 @@ where
                     config,
                     signature,
                     buffer,
-                    grpc,
                 }),
             },
         }
@@ -176,27 +173,21 @@ fn verify<S>(pending: Pending<S>) -> Verdict<S> {
         config,
         signature,
         mut buffer,
-        grpc,
     } = pending;
     let body = buffer.finish();
     let verified = match config.verifier.check_body(&signature, &body) {
         Ok(verified) => verified,
-        Err(rejection) => return Verdict::Reject(rejection, grpc),
+        Err(rejection) => return Verdict::Reject(rejection, is_grpc(&parts.headers)),
     };
     let envelope = match Envelope::parse(body.clone()) {
         Ok(envelope) => envelope,
-        Err(rejection) => return Verdict::Reject(rejection, grpc),
+        Err(rejection) => return Verdict::Reject(rejection, is_grpc(&parts.headers)),
     };
-    // Informative only; a value that is not UTF-8 is dropped.
-    let webhook_id = parts
-        .headers
-        .get(&config.webhook_id_header)
-        .and_then(|value| value.to_str().ok())
-        .map(str::to_owned);
-    let event = VerifiedEvent::new(
+    // Informative only; a value that is not visible ASCII is dropped.
+    let event = VerifiedEvent::from_request(
         envelope,
         verified.timestamp(),
-        webhook_id,
+        parts.headers.get(&config.webhook_id_header),
         verified.secret_index(),
     );
     let key = config
@@ -212,7 +203,6 @@ fn verify<S>(pending: Pending<S>) -> Verdict<S> {
             request,
             guard,
             config,
-            grpc,
         }),
         None => Verdict::Call(inner, request, config),
     }
@@ -228,7 +218,6 @@ where
         request,
         guard,
         config,
-        grpc,
     } = claimant;
     let (retry_after, fail_open) = config
         .dedupe
@@ -236,10 +225,11 @@ where
         .map_or((crate::idempotency::DEFAULT_RETRY_AFTER, false), |d| {
             (d.retry_after, d.fail_open)
         });
-    let answer = |duplicate| State::Answered {
+    // The layer answers a duplicate itself, the gRPC way for a gRPC request.
+    let answer = |duplicate, request: Request<VerifiedBody>| State::Answered {
         duplicate,
         retry_after,
-        grpc,
+        grpc: is_grpc(request.headers()),
     };
     match claimed {
         Ok(Claim::Acquired) => State::Calling {
@@ -249,11 +239,11 @@ where
         },
         Ok(Claim::InFlight) => {
             guard.disarm();
-            answer(Duplicate::InFlight)
+            answer(Duplicate::InFlight, request)
         }
         Ok(Claim::Done) => {
             guard.disarm();
-            answer(Duplicate::AlreadyProcessed)
+            answer(Duplicate::AlreadyProcessed, request)
         }
         // The claim may have landed before the error: `guard` is dropped armed, which
         // releases it in the background.
@@ -272,7 +262,7 @@ where
         Err(error) => {
             tracing::warn!(%error, "deduplication store unavailable: answering 503");
             drop(guard);
-            answer(Duplicate::StoreUnavailable)
+            answer(Duplicate::StoreUnavailable, request)
         }
     }
 }
@@ -309,18 +299,18 @@ where
                     let verdict = loop {
                         let pending_ref =
                             pending.as_mut().expect("buffering state holds its request");
-                        let grpc = pending_ref.grpc;
+                        let reject = |reason: Reason| {
+                            Verdict::Reject(reason.into(), is_grpc(&pending_ref.parts.headers))
+                        };
                         match ready!(body.as_mut().poll_frame(cx)) {
                             Some(Ok(frame)) => {
                                 if let Ok(data) = frame.into_data() {
                                     if let Err(reason) = pending_ref.buffer.push(data) {
-                                        break Verdict::Reject(reason.into(), grpc);
+                                        break reject(reason);
                                     }
                                 }
                             }
-                            Some(Err(_)) => {
-                                break Verdict::Reject(Reason::BodyReadError.into(), grpc)
-                            }
+                            Some(Err(_)) => break reject(Reason::BodyReadError),
                             None => break verify(pending.take().expect("taken once, at the end")),
                         }
                     };

@@ -82,21 +82,29 @@ impl<S> MetiganSignature<S> {
     }
 }
 
-fn is_grpc(headers: &HeaderMap) -> bool {
+/// Whether the request is gRPC (its rejections are then answered the gRPC way). Only asked
+/// when a request is answered by the layer itself.
+pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|ct| ct.as_bytes().get(..16))
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"application/grpc"))
 }
 
-/// A `Content-Length` over the limit is rejected before the body is read.
+/// A `Content-Length` over the limit is rejected before the body is read. A body that knows
+/// its exact length (hyper's, from that same header) answers without a header lookup; either
+/// way the limit is enforced again while the body is read.
 fn declared_too_large<B: Body>(headers: &HeaderMap, body: &B, limit: usize) -> bool {
+    let limit = limit as u64;
+    let hint = body.size_hint();
+    if let Some(exact) = hint.exact() {
+        return exact > limit;
+    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
-    let limit = limit as u64;
-    declared.is_some_and(|len| len > limit) || body.size_hint().lower() > limit
+    declared.is_some_and(|len| len > limit) || hint.lower() > limit
 }
 
 impl<S, B, ResBody> Service<Request<B>> for MetiganSignature<S>
@@ -117,21 +125,21 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let config = &self.config;
-        let grpc = is_grpc(req.headers());
 
         // Every check that needs no body runs first: nothing is read from a request that is
         // unsigned, malformed, stale or declared too large.
         let headers = req.headers();
-        let checked = config.verifier.check_header(
+        let checked = config.verifier.check_header_with(
             headers.get(&config.signature_header).map(|v| v.as_bytes()),
-            headers.get(&config.timestamp_header).map(|v| v.as_bytes()),
+            || headers.get(&config.timestamp_header).map(|v| v.as_bytes()),
             config.now(),
         );
         let signature = match checked {
             Ok(signature) => signature,
-            Err(rejection) => return ResponseFuture::rejected(rejection, grpc),
+            Err(rejection) => return ResponseFuture::rejected(rejection, is_grpc(headers)),
         };
         if declared_too_large(headers, req.body(), config.body_limit) {
+            let grpc = is_grpc(headers);
             return ResponseFuture::rejected(Rejection::new(Reason::BodyTooLarge), grpc);
         }
 
@@ -142,6 +150,6 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let expected = req.body().size_hint().lower();
-        ResponseFuture::buffering(req, inner, self.config.clone(), signature, grpc, expected)
+        ResponseFuture::buffering(req, inner, self.config.clone(), signature, expected)
     }
 }

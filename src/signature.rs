@@ -269,7 +269,18 @@ impl Verifier {
         timestamp_header: Option<&[u8]>,
         now: u64,
     ) -> Result<SignatureHeader, Rejection> {
-        let header = SignatureHeader::parse(signature_header, timestamp_header)?;
+        self.check_header_with(signature_header, || timestamp_header, now)
+    }
+
+    /// [`check_header`](Self::check_header), with the timestamp header looked up only when
+    /// needed.
+    pub(crate) fn check_header_with<'a>(
+        &self,
+        signature_header: Option<&[u8]>,
+        timestamp_header: impl FnOnce() -> Option<&'a [u8]>,
+        now: u64,
+    ) -> Result<SignatureHeader, Rejection> {
+        let header = SignatureHeader::parse_with(signature_header, timestamp_header)?;
         if let Some(tolerance) = self.tolerance {
             let t = header.timestamp;
             if t.abs_diff(now) > tolerance {
@@ -467,6 +478,15 @@ impl SignatureHeader {
         signature_header: Option<&[u8]>,
         timestamp_header: Option<&[u8]>,
     ) -> Result<SignatureHeader, Rejection> {
+        Self::parse_with(signature_header, || timestamp_header)
+    }
+
+    /// [`parse`](Self::parse), with the timestamp header looked up only when the signature
+    /// header has no `t` (the layer then skips a header map lookup per request).
+    pub(crate) fn parse_with<'a>(
+        signature_header: Option<&[u8]>,
+        timestamp_header: impl FnOnce() -> Option<&'a [u8]>,
+    ) -> Result<SignatureHeader, Rejection> {
         let raw = match signature_header {
             None => return Err(Reason::MissingSignature.into()),
             Some([]) => return Err(Reason::MissingSignature.into()),
@@ -543,7 +563,7 @@ impl SignatureHeader {
 
         let timestamp = match timestamp {
             Some(t) => t,
-            None => timestamp_header
+            None => timestamp_header()
                 .and_then(parse_digits)
                 .ok_or(Rejection::new(Reason::MalformedSignature))?,
         };

@@ -4,6 +4,8 @@ use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
+
+use siphasher::sip128::{Hasher128, SipHasher13};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,11 +29,31 @@ struct Entry {
 
 const DONE: u64 = 0;
 
-/// Keys are 128-bit keyed hashes (SipHash, two independent keys), so an entry costs the same
-/// whatever the key's length, and no string is allocated or kept per key. Two different keys
-/// share a hash with probability about 2^-128 per pair. The map itself does not hash them
-/// again: they are random already.
-type Shard = HashMap<u128, Entry, PassThrough>;
+/// Keys are 128-bit keyed hashes (SipHash-1-3-128 under a random key of the process), so an
+/// entry costs the same whatever the key's length, and no string is allocated or kept per key.
+/// Two different keys share a hash with probability about 2^-128 per pair. The map itself does
+/// not hash them again: they are random already.
+type Map = HashMap<u128, Entry, PassThrough>;
+
+/// One shard: its keys, and bounds of its done keys' expiry instants, kept as keys complete
+/// (`newest_done` exact, `oldest_done` a lower bound raised by each eviction), so that
+/// eviction needs one pass over the shard and nothing allocated.
+struct Shard {
+    map: Map,
+    oldest_done: u64,
+    newest_done: u64,
+}
+
+impl Shard {
+    /// Sized for its capacity at once: the table never grows (nor rehashes) while it fills.
+    fn new(capacity: usize) -> Self {
+        Shard {
+            map: Map::with_capacity_and_hasher(capacity, PassThrough),
+            oldest_done: u64::MAX,
+            newest_done: 0,
+        }
+    }
+}
 
 #[derive(Clone, Copy, Default)]
 struct PassThrough;
@@ -79,8 +101,9 @@ impl Hasher for PassThroughHasher {
 pub struct MemoryStore {
     shards: Box<[Mutex<Shard>]>,
     shard_capacity: usize,
-    key_hashers: (RandomState, RandomState),
-    token_hasher: RandomState,
+    /// SipHash keys for the keys and for the tokens, random per store.
+    key_key: [u64; 2],
+    token_key: [u64; 2],
     epoch: Instant,
 }
 
@@ -107,18 +130,18 @@ impl MemoryStore {
         let shard_capacity = capacity.div_ceil(shards).max(MIN_SHARD_CAPACITY);
         MemoryStore {
             shards: (0..shards)
-                .map(|_| Mutex::new(HashMap::with_hasher(PassThrough)))
+                .map(|_| Mutex::new(Shard::new(shard_capacity)))
                 .collect(),
             shard_capacity,
-            key_hashers: (RandomState::new(), RandomState::new()),
-            token_hasher: RandomState::new(),
+            key_key: random_key(),
+            token_key: random_key(),
             epoch: Instant::now(),
         }
     }
 
     /// How many keys are held (expired ones included until they are next touched).
     pub fn len(&self) -> usize {
-        self.shards.iter().map(|s| lock(s).len()).sum()
+        self.shards.iter().map(|s| lock(s).map.len()).sum()
     }
 
     /// Whether no key is held.
@@ -127,14 +150,16 @@ impl MemoryStore {
     }
 
     fn key_hash(&self, key: &str) -> u128 {
-        let high = self.key_hashers.0.hash_one(key);
-        let low = self.key_hashers.1.hash_one(key);
-        (u128::from(high) << 64) | u128::from(low)
+        let mut hasher = SipHasher13::new_with_keys(self.key_key[0], self.key_key[1]);
+        hasher.write(key.as_bytes());
+        hasher.finish128().as_u128()
     }
 
     fn holder(&self, token: &Token) -> u64 {
+        let mut hasher = SipHasher13::new_with_keys(self.token_key[0], self.token_key[1]);
+        hasher.write(token.as_str().as_bytes());
         // Never 0, which marks a done key.
-        self.token_hasher.hash_one(token.as_str()).max(1)
+        hasher.finish128().h1.max(1)
     }
 
     fn now(&self) -> u64 {
@@ -150,7 +175,7 @@ impl MemoryStore {
         let key = self.key_hash(key);
         let now = self.now();
         let mut shard = self.shard(key);
-        match shard.get(&key) {
+        match shard.map.get(&key) {
             Some(entry) if entry.expires > now => {
                 return Ok(if entry.holder == DONE {
                     Claim::Done
@@ -159,12 +184,12 @@ impl MemoryStore {
                 });
             }
             Some(_) => {}
-            None if shard.len() >= self.shard_capacity => {
+            None if shard.map.len() >= self.shard_capacity => {
                 make_room(&mut shard, now, self.shard_capacity)?;
             }
             None => {}
         }
-        shard.insert(
+        shard.map.insert(
             key,
             Entry {
                 expires: now.saturating_add(millis(lease)),
@@ -180,35 +205,25 @@ impl MemoryStore {
         let expires = now.saturating_add(millis(ttl));
         let holder = self.holder(token);
         let mut shard = self.shard(key);
-        match shard.get_mut(&key) {
-            // Ours: done, in place.
-            Some(entry) if entry.holder == holder => {
-                *entry = Entry {
-                    expires,
-                    holder: DONE,
-                };
-            }
-            // Our lease ran out and nobody claimed the key since: the work is done, say so.
-            Some(entry) if entry.expires <= now => {
-                *entry = Entry {
-                    expires,
-                    holder: DONE,
-                };
-            }
-            Some(_) => {}
+        let done = Entry {
+            expires,
+            holder: DONE,
+        };
+        match shard.map.get_mut(&key) {
+            // Ours, or our lease ran out and nobody claimed the key since (the work is done,
+            // say so): done, in place.
+            Some(entry) if entry.holder == holder || entry.expires <= now => *entry = done,
+            // Another holder's now.
+            Some(_) => return Ok(()),
             None => {
-                if shard.len() >= self.shard_capacity {
+                if shard.map.len() >= self.shard_capacity {
                     make_room(&mut shard, now, self.shard_capacity)?;
                 }
-                shard.insert(
-                    key,
-                    Entry {
-                        expires,
-                        holder: DONE,
-                    },
-                );
+                shard.map.insert(key, done);
             }
         }
+        shard.oldest_done = shard.oldest_done.min(expires);
+        shard.newest_done = shard.newest_done.max(expires);
         Ok(())
     }
 
@@ -216,8 +231,12 @@ impl MemoryStore {
         let key = self.key_hash(key);
         let holder = self.holder(token);
         let mut shard = self.shard(key);
-        if shard.get(&key).is_some_and(|entry| entry.holder == holder) {
-            shard.remove(&key);
+        if shard
+            .map
+            .get(&key)
+            .is_some_and(|entry| entry.holder == holder)
+        {
+            shard.map.remove(&key);
         }
     }
 }
@@ -235,36 +254,46 @@ fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Drops expired entries, then, if still full, the done entries closest to expiry (an eighth of
-/// the shard), without copying keys.
+/// Two random 64-bit words, from the standard library's per-process random seed.
+fn random_key() -> [u64; 2] {
+    let state = RandomState::new();
+    [state.hash_one(0u8), state.hash_one(1u8)]
+}
+
+/// Frees about an eighth of a full shard in one pass, allocating nothing: every expired entry,
+/// and done entries closest to expiry (done keys expire in the order they completed, one TTL
+/// per store in practice, so the first eighth of their expiry span holds about an eighth of
+/// them). If that frees less than half the eighth, the span widens and another pass runs; the
+/// widest takes every done key. Claims in flight are never evicted.
 fn make_room(shard: &mut Shard, now: u64, capacity: usize) -> Result<(), StoreError> {
-    shard.retain(|_, entry| entry.expires > now);
-    if shard.len() < capacity {
-        return Ok(());
-    }
-    let mut done: Vec<u64> = shard
-        .values()
-        .filter(|entry| entry.holder == DONE)
-        .map(|entry| entry.expires)
-        .collect();
-    if done.is_empty() {
-        return Err(StoreError::new(format!(
-            "memory store full: {capacity} claims in flight in one shard"
-        )));
-    }
-    let evict = (capacity / 8).clamp(1, done.len());
-    let (_, threshold, _) = done.select_nth_unstable(evict - 1);
-    let threshold = *threshold;
-    let mut left = evict;
-    shard.retain(|_, entry| {
-        if left > 0 && entry.holder == DONE && entry.expires <= threshold {
-            left -= 1;
-            false
-        } else {
-            true
+    let target = (capacity / 8).max(1);
+    let (oldest, newest) = (shard.oldest_done, shard.newest_done);
+    let mut span = newest.saturating_sub(oldest) / 8;
+    loop {
+        let threshold = oldest.saturating_add(span).min(newest);
+        let mut freed = 0;
+        shard.map.retain(|_, entry| {
+            let drop = entry.expires <= now
+                || (freed < target && entry.holder == DONE && entry.expires <= threshold);
+            freed += usize::from(drop);
+            !drop
+        });
+        if oldest <= newest {
+            shard.oldest_done = threshold;
         }
-    });
-    Ok(())
+        if shard.map.len() < capacity && (freed * 2 >= target || threshold >= newest) {
+            return Ok(());
+        }
+        if threshold >= newest || oldest > newest {
+            if shard.map.len() < capacity {
+                return Ok(());
+            }
+            return Err(StoreError::new(format!(
+                "memory store full: {capacity} claims in flight in one shard"
+            )));
+        }
+        span = span.saturating_mul(2).max(1);
+    }
 }
 
 impl IdempotencyStore for MemoryStore {
@@ -327,8 +356,10 @@ mod tests {
 
     const LEASE: Duration = Duration::from_secs(60);
 
+    use super::super::new_token;
+
     fn claim(store: &MemoryStore, key: &str, lease: Duration) -> (Claim, Token) {
-        let token = super::super::new_token();
+        let token = new_token();
         (store.claim_now(key, &token, lease).unwrap(), token)
     }
 
@@ -387,6 +418,31 @@ mod tests {
                 Claim::Acquired
             );
         }
+    }
+
+    #[test]
+    fn eviction_takes_the_done_keys_closest_to_expiry() {
+        let store = MemoryStore::with_capacity(64);
+        assert_eq!((store.shards.len(), store.shard_capacity), (1, 64));
+        // Expiries one second apart, in an order unrelated to the keys' table order.
+        for i in 0..64u64 {
+            let key = format!("k{i}");
+            let (_, token) = claim(&store, &key, LEASE);
+            let ttl = Duration::from_secs(100 + (i * 37) % 64);
+            store.complete_now(&key, &token, ttl).unwrap();
+        }
+        assert_eq!(claim(&store, "one more", LEASE).0, Claim::Acquired);
+        let held = |key: &str| {
+            let key = store.key_hash(key);
+            store.shard(key).map.contains_key(&key)
+        };
+        let evicted: Vec<u64> = (0..64u64)
+            .filter(|i| !held(&format!("k{i}")))
+            .map(|i| (i * 37) % 64)
+            .collect();
+        // An eighth of 64 is 8: at least half of that, and only from the earliest expiries.
+        assert!((4..=8).contains(&evicted.len()), "{evicted:?}");
+        assert!(evicted.iter().all(|ttl| *ttl < 16), "{evicted:?}");
     }
 
     #[test]

@@ -14,11 +14,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use bytes::Bytes;
-use metigan_webhook::{Envelope, EventType, VerifiedEvent, WEBHOOK_ID_HEADER};
+use metigan_webhook::{Envelope, EventType, VerifiedEvent, DEFAULT_BODY_LIMIT, WEBHOOK_ID_HEADER};
 
 /// The line printed for one event (the receiver's).
 fn describe(event: &VerifiedEvent) -> String {
@@ -32,12 +32,19 @@ fn describe(event: &VerifiedEvent) -> String {
     }
 }
 
-/// The receiver's handler, with the event built from the unverified body.
-async fn handle(headers: HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
+/// The receiver's handler, with the event built from the unverified body. It takes the request
+/// itself (no copy of its headers) and reads the body within the layer's default limit, as the
+/// layer does.
+async fn handle(request: Request) -> (StatusCode, &'static str) {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, DEFAULT_BODY_LIMIT).await else {
+        return (StatusCode::BAD_REQUEST, "body_read_error");
+    };
     let Ok(envelope) = Envelope::parse(body) else {
         return (StatusCode::BAD_REQUEST, "invalid_payload");
     };
-    let webhook_id = headers
+    let webhook_id = parts
+        .headers
         .get(WEBHOOK_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .map(str::to_owned);

@@ -12,7 +12,9 @@
 //!
 //! Retried deliveries are deduplicated on `<event>:<messageId>`: in memory by default, in Redis
 //! when `REDIS_URL` is set (so several receivers behind one URL never process an event twice).
-//! A duplicate answers `200 OK` and prints nothing.
+//! A duplicate answers `200 OK` and prints nothing. `DEDUPE=off` turns deduplication off, for a
+//! handler that is idempotent by itself (the HTTP benchmark also uses it, to show what the
+//! in-memory deduplication costs).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -65,15 +67,32 @@ async fn config() -> Result<(MetiganSignatureLayer, SocketAddr), String> {
     };
     // Check the secret before connecting anywhere.
     MetiganSignatureLayer::new(&secret).map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
-    let dedupe = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => {
+    let redis_url = std::env::var("REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
+    match std::env::var("DEDUPE").as_deref() {
+        Err(_) | Ok("" | "on") => {}
+        Ok("off") if redis_url.is_some() => {
+            return Err("DEDUPE=off and REDIS_URL are both set: choose one".to_owned());
+        }
+        Ok("off") => {
+            let layer = builder
+                .build()
+                .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
+            tracing::info!("deduplication is off (DEDUPE=off)");
+            return Ok((layer, SocketAddr::from(([0, 0, 0, 0], port))));
+        }
+        Ok(other) => return Err(format!("DEDUPE must be `on` or `off`, got {other:?}")),
+    }
+    let dedupe = match redis_url {
+        Some(url) => {
             let store = RedisStore::connect(&url)
                 .await
                 .map_err(|e| format!("REDIS_URL: {e}"))?;
             tracing::info!("deduplicating in Redis");
             Dedupe::new(store)
         }
-        _ => Dedupe::in_memory(),
+        None => Dedupe::in_memory(),
     };
     let layer = builder
         .deduplicate(dedupe)

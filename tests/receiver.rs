@@ -229,3 +229,51 @@ async fn receiver_refuses_to_start_without_a_usable_secret() {
         assert!(output.stdout.is_empty());
     }
 }
+
+/// `DEDUPE=off`: every delivery runs the handler, retries included; a wrong value, or `off`
+/// together with `REDIS_URL`, stops the receiver at start with one line.
+#[tokio::test]
+async fn receiver_with_deduplication_off_processes_every_delivery() {
+    let mut receiver = Receiver::start(&[("DEDUPE", "off")]).await;
+    let body = event_body("email.opened", "msg-twice");
+    for _ in 0..2 {
+        let sig = signed_headers(&body, now(), SECRET);
+        let answer = post(
+            receiver.addr,
+            PATH,
+            &[("x-webhook-signature", &sig)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            receiver.next_line().await,
+            "Email opened by jane@example.com"
+        );
+    }
+    let (stdout, _) = receiver.stop().await;
+    assert!(stdout.is_empty(), "{stdout:?}");
+
+    let binary = receiver_binary();
+    for (env, needle) in [
+        (vec![("DEDUPE", "sometimes")], "DEDUPE must be"),
+        (
+            vec![("DEDUPE", "off"), ("REDIS_URL", "redis://127.0.0.1:1")],
+            "choose one",
+        ),
+    ] {
+        let mut command = Command::new(&binary);
+        command
+            .env("WEBHOOK_SECRET", SECRET)
+            .env("PORT", "0")
+            .envs(env);
+        let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+            .await
+            .expect("exits at once")
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{needle}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+    }
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# HTTP load benchmark (BENCHMARKS.md): the receiver, the same server without the layer (the
-# ceiling) and the Express handler of Metigan's guide, one after the other on 127.0.0.1, each
+# HTTP load benchmark (BENCHMARKS.md): the receiver, the receiver with its in-memory
+# deduplication off (DEDUPE=off), the same server without the layer (the ceiling) and the
+# Express handler of Metigan's guide, one after the other on 127.0.0.1, each
 # driven by wrk with signed 1 KiB events (every request its own messageId and signature),
 # 64 connections, the server on one core and wrk on the other. Then the rejection benchmark:
 # unsigned requests declaring 1 KiB and 1 MiB bodies against the receiver.
@@ -10,7 +11,7 @@
 # Prints, per server, the median over the rounds of requests/s, p50, p99, server CPU time per
 # request and peak RSS (VmHWM), then the ratios: of the medians, and the median of each round's
 # own ratio (the servers of one round run back to back, so that one is less exposed to other
-# jobs on the machine drifting between rounds). About 4 minutes with the defaults; tunable:
+# jobs on the machine drifting between rounds). About 5 minutes with the defaults; tunable:
 #   ROUNDS=7 DURATION=6 WARMUP=2 CONNECTIONS=64 SERVER_CPU=0 LOAD_CPU=1 PORT=... bench/http/run.sh
 # RECEIVER=path/to/binary runs another build of the receiver (to compare a change).
 # Needs wrk (Debian package `wrk`: installed here when missing and running as root), node and
@@ -69,6 +70,8 @@ start_server() { # name
     local name=$1 cmd
     case "$name" in
         receiver) cmd=("${RECEIVER:-target/release/examples/receiver}") ;;
+        # The same binary with its in-memory deduplication off: what deduplication costs.
+        nodedupe) cmd=(env DEDUPE=off "${RECEIVER:-target/release/examples/receiver}") ;;
         ceiling) cmd=(target/release/examples/ceiling) ;;
         express) cmd=(node bench/http/express-server.js) ;;
     esac
@@ -135,7 +138,7 @@ run_one() { # name round
 
 say "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); server on CPU $SERVER_CPU, wrk on CPU $LOAD_CPU"
 for round in $(seq "$ROUNDS"); do
-    for name in receiver ceiling express; do
+    for name in receiver nodedupe ceiling express; do
         run_one "$name" "$round"
     done
 done
@@ -165,8 +168,8 @@ awk -F'\t' '
     NR > 1 { rows++; server[rows] = $1; round[rows] = $2; for (c = 3; c <= 9; c++) val[rows, c] = $c }
     END {
         printf "%-9s %8s %8s %8s %11s %12s %11s %8s\n", "server", "req/s", "p50 ms", "p99 ms", "CPU us/req", "peak RSS MB", "server CPU%", "wrk CPU%"
-        split("receiver ceiling express", names, " ")
-        for (k = 1; k <= 3; k++) {
+        split("receiver nodedupe ceiling express", names, " ")
+        for (k = 1; k <= 4; k++) {
             s = names[k]
             rps[s] = median(s, 3)
             cpu[s] = median(s, 6)
@@ -175,5 +178,6 @@ awk -F'\t' '
         printf "receiver/ceiling throughput: %.2fx of the medians, %.2fx median of the rounds (target >= 0.85)\n", rps["receiver"] / rps["ceiling"], round_median("ceiling")
         printf "receiver/express throughput: %.1fx of the medians, %.1fx median of the rounds (target >= 15)\n", rps["receiver"] / rps["express"], round_median("express")
         printf "CPU per request, ceiling/receiver: %.2f; express/receiver: %.1f\n", cpu["ceiling"] / cpu["receiver"], cpu["express"] / cpu["receiver"]
+        printf "deduplication off (nodedupe): %.2fx the ceiling, %.1fx express (medians); deduplication costs %.2f us CPU per request\n", rps["nodedupe"] / rps["ceiling"], rps["nodedupe"] / rps["express"], cpu["receiver"] - cpu["nodedupe"]
     }' "$OUT/results.tsv"
 echo "raw figures: $OUT/results.tsv, wrk outputs: $OUT/*.wrk"

@@ -71,7 +71,10 @@ async fn config() -> Result<(MetiganSignatureLayer, SocketAddr), String> {
         .ok()
         .filter(|url| !url.is_empty());
     match std::env::var("DEDUPE").as_deref() {
-        Err(_) | Ok("" | "on") => {}
+        Err(std::env::VarError::NotPresent) | Ok("" | "on") => {}
+        Err(std::env::VarError::NotUnicode(_)) => {
+            return Err("DEDUPE must be `on` or `off`".to_owned());
+        }
         Ok("off") if redis_url.is_some() => {
             return Err("DEDUPE=off and REDIS_URL are both set: choose one".to_owned());
         }

@@ -216,7 +216,10 @@ fn lenient_str(body: &[u8], raw: &RawValue) -> Option<Text> {
 ///
 /// The same answers as looking the paths up in a `serde_json::Value` of `data`: a member
 /// whose value is not a string gives `None`, a repeated member counts by its last occurrence,
-/// and `data` or `metadata` that is not an object has no members.
+/// and `data` or `metadata` that is not an object has no members. One difference: valid JSON
+/// that `serde_json::Value` refuses elsewhere in `data` (nesting deeper than 128 levels, a
+/// number beyond `f64`, a lone surrogate escape) leaves [`VerifiedEvent::data`] `Null`, while
+/// the members read here are still found.
 #[derive(Default)]
 struct Fields {
     recipient: Option<Text>,
@@ -704,6 +707,18 @@ mod tests {
         assert_eq!(event.clicked_url(), Some("https://x"));
         assert_eq!(event.subject(), None);
         assert_eq!(event.webhook_id(), Some("wh"));
+    }
+
+    #[test]
+    fn accessors_still_read_data_that_a_value_refuses() {
+        for body in [
+            r#"{"event":"x","data":{"subject":"s","x":1e400}}"#,
+            r#"{"event":"x","data":{"subject":"s","x":"\ud800"}}"#,
+        ] {
+            let event = VerifiedEvent::new(parse(body).unwrap(), 1, None, 0);
+            assert_eq!(event.subject(), Some("s"), "{body}");
+            assert_eq!(event.data(), &Value::Null, "{body}");
+        }
     }
 
     #[test]

@@ -35,20 +35,24 @@ const DONE: u64 = 0;
 /// not hash them again: they are random already.
 type Map = HashMap<u128, Entry, PassThrough>;
 
-/// One shard: its keys, and bounds of its done keys' expiry instants, kept as keys complete
-/// (`newest_done` exact, `oldest_done` a lower bound raised by each eviction), so that
-/// eviction needs one pass over the shard and nothing allocated.
+/// One shard: its keys, and estimates of the span of its done keys' expiry instants, kept as
+/// keys complete and raised by each eviction, so that eviction needs no sort, no copy of the
+/// keys and nothing allocated. They only steer which done keys go first: wrong estimates cost
+/// an extra pass, never a claim in flight or the capacity bound.
 struct Shard {
     map: Map,
     oldest_done: u64,
     newest_done: u64,
 }
 
+/// A shard reserves room for at most this many keys when it is made (so a default store does not
+/// rehash while it fills); a larger one grows as keys arrive.
+const MAX_RESERVED_PER_SHARD: usize = 1 << 14;
+
 impl Shard {
-    /// Sized for its capacity at once: the table never grows (nor rehashes) while it fills.
     fn new(capacity: usize) -> Self {
         Shard {
-            map: Map::with_capacity_and_hasher(capacity, PassThrough),
+            map: Map::with_capacity_and_hasher(capacity.min(MAX_RESERVED_PER_SHARD), PassThrough),
             oldest_done: u64::MAX,
             newest_done: 0,
         }
@@ -260,12 +264,20 @@ fn random_key() -> [u64; 2] {
     [state.hash_one(0u8), state.hash_one(1u8)]
 }
 
-/// Frees about an eighth of a full shard in one pass, allocating nothing: every expired entry,
-/// and done entries closest to expiry (done keys expire in the order they completed, one TTL
-/// per store in practice, so the first eighth of their expiry span holds about an eighth of
-/// them). If that frees less than half the eighth, the span widens and another pass runs; the
-/// widest takes every done key. Claims in flight are never evicted.
+/// Frees room in a full shard, allocating nothing. When some done key may have expired, expired
+/// entries are dropped first, alone; if that is not enough (and in the steady state of a full
+/// store, where nothing has expired yet), one pass drops every expired entry and about an
+/// eighth of the shard's done entries, those closest to expiry (done keys expire in the order
+/// they completed, one TTL per store in practice, so the first eighth of their expiry span
+/// holds about an eighth of them). If that frees less than half the eighth, the span widens
+/// and another pass runs; the widest takes every done key. Claims in flight are never evicted.
 fn make_room(shard: &mut Shard, now: u64, capacity: usize) -> Result<(), StoreError> {
+    if shard.oldest_done <= now {
+        shard.map.retain(|_, entry| entry.expires > now);
+        if shard.map.len() < capacity {
+            return Ok(());
+        }
+    }
     let target = (capacity / 8).max(1);
     let (oldest, newest) = (shard.oldest_done, shard.newest_done);
     let mut span = newest.saturating_sub(oldest) / 8;

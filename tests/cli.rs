@@ -405,16 +405,21 @@ impl Listener {
 
     /// SIGTERM: exits 0.
     async fn stop(mut self) {
-        let pid = self.child.id().unwrap();
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status();
-        let status = tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .expect("listen stops on SIGTERM")
-            .unwrap();
-        assert_eq!(status.code(), Some(0));
+        terminate(&mut self.child).await;
     }
+}
+
+/// Sends SIGTERM to a running `listen` and checks it exits 0 within 10 s.
+async fn terminate(child: &mut tokio::process::Child) {
+    let pid = child.id().unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("listen stops on SIGTERM")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
 }
 
 async fn send_to(url: &str, args: &[&str]) -> Output {
@@ -797,15 +802,7 @@ async fn listen_keeps_serving_when_stderr_is_closed() {
         .expect("a line within 5 s")
         .expect("stdout open");
     assert!(line.contains("\"event\":\"email.sent\""), "{line}");
-    let pid = child.id().unwrap();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("listen stops on SIGTERM")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    terminate(&mut child).await;
 }
 
 fn stdout_of(output: &Output) -> String {
@@ -1008,13 +1005,5 @@ async fn listen_backs_off_when_accept_fails() {
         "{failures} accept failures in one second"
     );
     drop(held);
-    let pid = child.id().unwrap();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .expect("listen stops on SIGTERM")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    terminate(&mut child).await;
 }

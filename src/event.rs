@@ -183,14 +183,10 @@ fn span_of(body: &[u8], text: &str) -> Option<Range<usize>> {
 /// `messageId` as text: a string (where it is in the body unless it has escapes), or a
 /// number's own text; `null`, objects, arrays and booleans are not ids.
 fn lenient_id(body: &[u8], raw: Option<&RawValue>) -> Option<Text> {
-    let text = raw?.get();
-    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        if !inner.contains('\\') {
-            return span_of(body, inner).map(Text::Span);
-        }
-        return serde_json::from_str::<String>(text)
-            .ok()
-            .map(|s| Text::Owned(s.into()));
+    let raw = raw?;
+    let text = raw.get();
+    if text.starts_with('"') {
+        return lenient_str(body, raw);
     }
     if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
         return span_of(body, text).map(Text::Span);

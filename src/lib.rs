@@ -11,6 +11,7 @@ mod extract;
 mod future;
 pub mod idempotency;
 mod layer;
+mod peer;
 mod rejection;
 mod response;
 mod service;
@@ -27,6 +28,7 @@ pub use layer::{
     MetiganSignatureBuilder, MetiganSignatureLayer, DEFAULT_BODY_LIMIT, SIGNATURE_HEADER,
     TIMESTAMP_HEADER, WEBHOOK_ID_HEADER,
 };
+pub use peer::PeerAddr;
 pub use rejection::{Reason, Rejection};
 pub use service::MetiganSignature;
 pub use signature::{sign, ConfigError, SignatureHeader, Verified, Verifier};

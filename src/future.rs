@@ -1,5 +1,5 @@
 //! [`ResponseFuture`]: buffer the body within the limit, verify, claim the deduplication key,
-//! call the inner service, record the outcome.
+//! wait for the inner service to be ready, call it, record the outcome.
 
 use std::fmt;
 use std::future::Future;
@@ -9,16 +9,18 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::request::Parts;
-use http::{Request, Response};
+use http::{Extensions, HeaderMap, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use crate::body::{ResponseBody, VerifiedBody};
-use crate::buffer::Buffer;
+use crate::buffer::{Buffer, Reservation};
 use crate::event::{Envelope, VerifiedEvent};
 use crate::idempotency::{new_token, BoxFuture, Claim, ClaimGuard, Duplicate, StoreError};
 use crate::layer::Config;
+use crate::log::Outcome;
+use crate::peer::PeerAddr;
 use crate::rejection::{Reason, Rejection};
 use crate::response::{duplicate_response, rejection_response};
 use crate::service::is_grpc;
@@ -28,7 +30,8 @@ pin_project! {
     /// Response future of [`MetiganSignature`](crate::MetiganSignature).
     ///
     /// A state machine: read the body (bounded), verify it, claim the deduplication key when
-    /// deduplication is on, call the inner service, then record the outcome in the store.
+    /// deduplication is on, wait for the inner service to be ready, call it, then record the
+    /// outcome in the store.
     pub struct ResponseFuture<S, B>
     where
         S: Service<Request<VerifiedBody>>,
@@ -46,6 +49,7 @@ where
         let state = match &self.state {
             State::Buffering { .. } => "Buffering",
             State::Claiming { .. } => "Claiming",
+            State::Readying { .. } => "Readying",
             State::Calling { .. } => "Calling",
             State::Finishing { .. } => "Finishing",
             State::Rejected { .. } => "Rejected",
@@ -71,7 +75,10 @@ pin_project! {
         },
         Claiming {
             claim: BoxFuture<Result<Claim, StoreError>>,
-            claimant: Option<Claimant<S>>,
+            waiting: Option<Waiting<S>>,
+        },
+        Readying {
+            waiting: Option<Waiting<S>>,
         },
         Calling {
             #[pin]
@@ -80,10 +87,10 @@ pin_project! {
             config: Arc<Config>,
         },
         Finishing {
-            store_op: BoxFuture<Result<(), StoreError>>,
-            // Still armed: dropping the future here releases the key from the destructor.
+            store_op: BoxFuture<Result<bool, StoreError>>,
+            // Still armed: dropping the future here finishes the completion (or the release)
+            // from the destructor.
             guard: Option<ClaimGuard>,
-            completing: bool,
             output: Option<Result<S::Response, S::Error>>,
         },
         Rejected {
@@ -99,7 +106,8 @@ pin_project! {
     }
 }
 
-/// What the buffering step carries until the body is complete.
+/// What the buffering step carries until the body is complete. Its reservation of the layer's
+/// buffer budget is given back when it is dropped: once the body is verified or refused.
 struct Pending<S> {
     inner: S,
     parts: Parts,
@@ -108,36 +116,49 @@ struct Pending<S> {
     buffer: Buffer,
 }
 
-/// A verified request waiting for its deduplication claim. The guard is armed from the start:
-/// if the claim lands but this future is dropped (or the store errs) before the answer, the
-/// key is released anyway.
-struct Claimant<S> {
+/// A verified request: waiting for its deduplication claim (when `guard` is set), then for the
+/// inner service to be ready. The guard is armed from the start: if the claim lands but this
+/// future is dropped (or the store errs) before the answer, the key is released anyway.
+struct Waiting<S> {
     inner: S,
     request: Request<VerifiedBody>,
-    guard: ClaimGuard,
+    guard: Option<ClaimGuard>,
     config: Arc<Config>,
 }
 
-/// What follows a complete body.
-enum Verdict<S> {
-    /// Call the inner service without deduplication.
-    Call(S, Request<VerifiedBody>, Arc<Config>),
-    /// Claim the key first.
-    Claim(Claimant<S>),
-    /// Reject.
-    Reject(Rejection, bool),
+/// The next state, or the inner service's readiness error.
+type Step<S, B> = Result<State<S, B>, <S as Service<Request<VerifiedBody>>>::Error>;
+
+fn peer(extensions: &Extensions) -> Option<std::net::SocketAddr> {
+    extensions.get::<PeerAddr>().map(|peer| peer.0)
+}
+
+/// Logs a rejection (rate-limited, with the client's address when known) and answers it.
+fn reject<S, B>(
+    config: &Config,
+    rejection: Rejection,
+    headers: &HeaderMap,
+    extensions: &Extensions,
+) -> State<S, B>
+where
+    S: Service<Request<VerifiedBody>>,
+{
+    config
+        .rejection_log
+        .record(Outcome::Rejected(rejection.reason()), peer(extensions));
+    State::Rejected {
+        rejection: Some(rejection),
+        grpc: is_grpc(headers),
+    }
 }
 
 impl<S, B> ResponseFuture<S, B>
 where
     S: Service<Request<VerifiedBody>>,
 {
-    pub(crate) fn rejected(rejection: Rejection, grpc: bool) -> Self {
+    pub(crate) fn rejected(config: &Config, rejection: Rejection, req: &Request<B>) -> Self {
         ResponseFuture {
-            state: State::Rejected {
-                rejection: Some(rejection),
-                grpc,
-            },
+            state: reject(config, rejection, req.headers(), req.extensions()),
         }
     }
 
@@ -146,10 +167,11 @@ where
         inner: S,
         config: Arc<Config>,
         signature: SignatureHeader,
-        expected: u64,
+        expected: usize,
+        reservation: Reservation,
     ) -> Self {
         let (parts, body) = req.into_parts();
-        let buffer = Buffer::new(config.body_limit, expected);
+        let buffer = Buffer::new(config.body_limit, expected, reservation);
         ResponseFuture {
             state: State::Buffering {
                 body,
@@ -165,8 +187,11 @@ where
     }
 }
 
-/// Verifies the complete body and decides what comes next.
-fn verify<S>(pending: Pending<S>) -> Verdict<S> {
+/// Verifies the complete body, then claims its key.
+fn verify<S, B>(pending: Pending<S>, cx: &mut Context<'_>) -> Step<S, B>
+where
+    S: Service<Request<VerifiedBody>>,
+{
     let Pending {
         inner,
         mut parts,
@@ -175,13 +200,22 @@ fn verify<S>(pending: Pending<S>) -> Verdict<S> {
         mut buffer,
     } = pending;
     let body = buffer.finish();
-    let verified = match config.verifier.check_body(&signature, &body) {
-        Ok(verified) => verified,
-        Err(rejection) => return Verdict::Reject(rejection, is_grpc(&parts.headers)),
-    };
-    let envelope = match Envelope::parse(body.clone()) {
-        Ok(envelope) => envelope,
-        Err(rejection) => return Verdict::Reject(rejection, is_grpc(&parts.headers)),
+    // The body is complete: its bytes leave the layer's budget with the buffer.
+    drop(buffer);
+    let checked = config
+        .verifier
+        .check_body(&signature, &body)
+        .and_then(|verified| Ok((verified, Envelope::parse(body.clone())?)));
+    let (verified, envelope) = match checked {
+        Ok(checked) => checked,
+        Err(rejection) => {
+            return Ok(reject(
+                &config,
+                rejection,
+                &parts.headers,
+                &parts.extensions,
+            ))
+        }
     };
     // Informative only; a value that is not visible ASCII is dropped.
     let event = VerifiedEvent::from_request(
@@ -190,35 +224,59 @@ fn verify<S>(pending: Pending<S>) -> Verdict<S> {
         parts.headers.get(&config.webhook_id_header),
         verified.secret_index(),
     );
-    let key = config
-        .dedupe
-        .as_ref()
-        .and_then(|dedupe| Some((dedupe, dedupe.key.key_of(&event, &parts)?)));
-    let guard = key.map(|(dedupe, key)| ClaimGuard::new(dedupe.store.clone(), key, new_token()));
+    let guard = config.dedupe.as_ref().and_then(|dedupe| {
+        let key = dedupe.key.key_of(&event, &parts)?;
+        Some(ClaimGuard::new(dedupe.store.clone(), key, new_token()))
+    });
     parts.extensions.insert(event);
-    let request = Request::from_parts(parts, VerifiedBody::new(body));
-    match guard {
-        Some(guard) => Verdict::Claim(Claimant {
-            inner,
-            request,
-            guard,
-            config,
-        }),
-        None => Verdict::Call(inner, request, config),
-    }
+    let waiting = Waiting {
+        inner,
+        request: Request::from_parts(parts, VerifiedBody::new(body)),
+        guard,
+        config,
+    };
+    claim(waiting, cx)
 }
 
-/// The state that follows the store's answer to a claim.
-fn after_claim<S, B>(claimed: Result<Claim, StoreError>, claimant: Claimant<S>) -> State<S, B>
+/// Claims the key of a verified request (when it has one), then goes on to the inner service.
+fn claim<S, B>(waiting: Waiting<S>, cx: &mut Context<'_>) -> Step<S, B>
 where
     S: Service<Request<VerifiedBody>>,
 {
-    let Claimant {
-        mut inner,
-        request,
-        guard,
-        config,
-    } = claimant;
+    let Some(guard) = &waiting.guard else {
+        return start(waiting, cx);
+    };
+    let lease = lease_of(&waiting.config);
+    // An in-process store answers at once: no boxed future, no step.
+    match guard.claim_immediately(lease) {
+        Some(claimed) => after_claim(claimed, waiting, cx),
+        None => Ok(State::Claiming {
+            claim: guard.claim(lease),
+            waiting: Some(waiting),
+        }),
+    }
+}
+
+fn lease_of(config: &Config) -> Duration {
+    config
+        .dedupe
+        .as_ref()
+        .map_or(crate::idempotency::DEFAULT_LEASE, |dedupe| dedupe.lease)
+}
+
+/// The state that follows the store's answer to a claim.
+fn after_claim<S, B>(
+    claimed: Result<Claim, StoreError>,
+    mut waiting: Waiting<S>,
+    cx: &mut Context<'_>,
+) -> Step<S, B>
+where
+    S: Service<Request<VerifiedBody>>,
+{
+    let Some(mut guard) = waiting.guard.take() else {
+        return start(waiting, cx);
+    };
+    let config = &waiting.config;
     let (retry_after, fail_open) = config
         .dedupe
         .as_ref()
@@ -226,24 +284,30 @@ where
             (d.retry_after, d.fail_open)
         });
     // The layer answers a duplicate itself, the gRPC way for a gRPC request.
-    let answer = |duplicate, request: Request<VerifiedBody>| State::Answered {
-        duplicate,
-        retry_after,
-        grpc: is_grpc(request.headers()),
+    let answer = |duplicate, request: &Request<VerifiedBody>| {
+        config
+            .rejection_log
+            .record(Outcome::Duplicate(duplicate), peer(request.extensions()));
+        Ok(State::Answered {
+            duplicate,
+            retry_after,
+            grpc: is_grpc(request.headers()),
+        })
     };
     match claimed {
-        Ok(Claim::Acquired) => State::Calling {
-            future: inner.call(request),
-            guard: Some(guard),
-            config,
-        },
+        Ok(Claim::Acquired) => {
+            // Renewed while the request waits for the inner service and while it runs.
+            guard.hold(lease_of(config));
+            waiting.guard = Some(guard);
+            start(waiting, cx)
+        }
         Ok(Claim::InFlight) => {
             guard.disarm();
-            answer(Duplicate::InFlight, request)
+            answer(Duplicate::InFlight, &waiting.request)
         }
         Ok(Claim::Done) => {
             guard.disarm();
-            answer(Duplicate::AlreadyProcessed, request)
+            answer(Duplicate::AlreadyProcessed, &waiting.request)
         }
         // The claim may have landed before the error: `guard` is dropped armed, which
         // releases it in the background.
@@ -253,36 +317,52 @@ where
                 "deduplication store unavailable: processing without deduplication (fail-open)"
             );
             drop(guard);
-            State::Calling {
-                future: inner.call(request),
-                guard: None,
-                config,
-            }
+            start(waiting, cx)
         }
         Err(error) => {
             tracing::warn!(%error, "deduplication store unavailable: answering 503");
             drop(guard);
-            answer(Duplicate::StoreUnavailable, request)
+            answer(Duplicate::StoreUnavailable, &waiting.request)
         }
     }
 }
 
-/// Settles the claim once its outcome's recording has ended.
-fn recorded(result: Result<(), StoreError>, guard: ClaimGuard, completing: bool) {
-    match result {
-        Ok(()) => guard.disarm(),
-        Err(error) if completing => {
-            // The handler succeeded and the answer is 2xx, so Metigan will not retry: keep the
-            // claim (releasing it would let a duplicate already on its way run the handler
-            // again); it expires with its lease.
-            tracing::warn!(%error, "could not mark the webhook done; its claim expires with the lease");
-            guard.disarm();
-        }
-        Err(error) => {
-            tracing::warn!(%error, "could not release the claim; retrying in the background");
-            drop(guard);
+/// Asks the inner service for readiness (its own clone's: never a clone that another call made
+/// ready) and calls it once it is ready.
+fn start<S, B>(mut waiting: Waiting<S>, cx: &mut Context<'_>) -> Step<S, B>
+where
+    S: Service<Request<VerifiedBody>>,
+{
+    match waiting.inner.poll_ready(cx) {
+        Poll::Pending => Ok(State::Readying {
+            waiting: Some(waiting),
+        }),
+        // `waiting` is dropped with its guard armed: the claim is released.
+        Poll::Ready(Err(error)) => Err(error),
+        Poll::Ready(Ok(())) => {
+            let Waiting {
+                mut inner,
+                request,
+                guard,
+                config,
+            } = waiting;
+            Ok(State::Calling {
+                future: inner.call(request),
+                guard,
+                config,
+            })
         }
     }
+}
+
+/// Whether an answer is a success to remember: a 2xx, and for gRPC a `grpc-status` of 0 (or
+/// none in the head: a status sent in trailers is not seen here).
+fn succeeded<B>(response: &Response<B>) -> bool {
+    response.status().is_success()
+        && response
+            .headers()
+            .get("grpc-status")
+            .is_none_or(|status| status.as_bytes() == b"0")
 }
 
 impl<S, B, ResBody> Future for ResponseFuture<S, B>
@@ -294,59 +374,54 @@ where
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
-            let next = match self.as_mut().project().state.project() {
+            let step: Step<S, B> = match self.as_mut().project().state.project() {
                 StateProj::Buffering { mut body, pending } => {
-                    let verdict = loop {
-                        let pending_ref =
-                            pending.as_mut().expect("buffering state holds its request");
-                        let reject = |reason: Reason| {
-                            Verdict::Reject(reason.into(), is_grpc(&pending_ref.parts.headers))
-                        };
+                    let Some(pending_ref) = pending.as_mut() else {
+                        return Poll::Pending;
+                    };
+                    let refused = loop {
                         match ready!(body.as_mut().poll_frame(cx)) {
                             Some(Ok(frame)) => {
                                 if let Ok(data) = frame.into_data() {
                                     if let Err(reason) = pending_ref.buffer.push(data) {
-                                        break reject(reason);
+                                        break Some(reason);
                                     }
                                 }
                             }
-                            Some(Err(_)) => break reject(Reason::BodyReadError),
-                            None => break verify(pending.take().expect("taken once, at the end")),
+                            Some(Err(_)) => break Some(Reason::BodyReadError),
+                            None => break None,
                         }
                     };
-                    match verdict {
-                        Verdict::Call(mut inner, request, config) => State::Calling {
-                            future: inner.call(request),
-                            guard: None,
-                            config,
-                        },
-                        Verdict::Claim(claimant) => {
-                            let lease = claimant
-                                .config
-                                .dedupe
-                                .as_ref()
-                                .map_or(crate::idempotency::DEFAULT_LEASE, |dedupe| dedupe.lease);
-                            // An in-process store answers at once: no boxed future, no step.
-                            match claimant.guard.claim_immediately(lease) {
-                                Some(claimed) => after_claim(claimed, claimant),
-                                None => State::Claiming {
-                                    claim: claimant.guard.claim(lease),
-                                    claimant: Some(claimant),
-                                },
-                            }
-                        }
-                        Verdict::Reject(rejection, grpc) => State::Rejected {
-                            rejection: Some(rejection),
-                            grpc,
-                        },
+                    match (refused, pending.take()) {
+                        (Some(reason), Some(p)) => Ok(reject(
+                            &p.config,
+                            reason.into(),
+                            &p.parts.headers,
+                            &p.parts.extensions,
+                        )),
+                        (None, Some(p)) => verify(p, cx),
+                        (_, None) => Ok(State::Done),
                     }
                 }
-                StateProj::Claiming { claim, claimant } => {
+                StateProj::Claiming { claim, waiting } => {
                     let claimed = ready!(claim.as_mut().poll(cx));
-                    after_claim(
-                        claimed,
-                        claimant.take().expect("claiming state holds its request"),
-                    )
+                    match waiting.take() {
+                        Some(waiting) => after_claim(claimed, waiting, cx),
+                        None => Ok(State::Done),
+                    }
+                }
+                StateProj::Readying { waiting } => {
+                    let Some(w) = waiting.as_mut() else {
+                        return Poll::Pending;
+                    };
+                    // Wait here, so `start` is entered only once the service is ready.
+                    if w.inner.poll_ready(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    match waiting.take() {
+                        Some(waiting) => start(waiting, cx),
+                        None => Ok(State::Done),
+                    }
                 }
                 StateProj::Calling {
                     future,
@@ -354,55 +429,57 @@ where
                     config,
                 } => {
                     let output = ready!(future.poll(cx));
-                    match guard.take() {
-                        None => {
+                    let Some(mut guard) = guard.take() else {
+                        self.as_mut().project().state.set(State::Done);
+                        return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
+                    };
+                    // Done only on success; anything else frees the key so the retry runs.
+                    let completing = matches!(&output, Ok(response) if succeeded(response));
+                    let ttl = config
+                        .dedupe
+                        .as_ref()
+                        .map_or(crate::idempotency::DEFAULT_TTL, |d| d.ttl);
+                    match guard.record(completing, ttl) {
+                        Ok(result) => {
+                            guard.recorded(result);
                             self.as_mut().project().state.set(State::Done);
                             return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
                         }
-                        Some(guard) => {
-                            // Done only on 2xx; anything else frees the key so the retry runs.
-                            let completing =
-                                matches!(&output, Ok(response) if response.status().is_success());
-                            let ttl = config
-                                .dedupe
-                                .as_ref()
-                                .map_or(crate::idempotency::DEFAULT_TTL, |d| d.ttl);
-                            match guard.record(completing, ttl) {
-                                Ok(result) => {
-                                    recorded(result, guard, completing);
-                                    self.as_mut().project().state.set(State::Done);
-                                    return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
-                                }
-                                Err(store_op) => State::Finishing {
-                                    store_op,
-                                    guard: Some(guard),
-                                    completing,
-                                    output: Some(output),
-                                },
-                            }
-                        }
+                        Err(store_op) => Ok(State::Finishing {
+                            store_op,
+                            guard: Some(guard),
+                            output: Some(output),
+                        }),
                     }
                 }
                 StateProj::Finishing {
                     store_op,
                     guard,
-                    completing,
                     output,
                 } => {
                     let result = ready!(store_op.as_mut().poll(cx));
-                    let guard = guard.take().expect("finishing state holds its claim");
-                    recorded(result, guard, *completing);
-                    let output = output.take().expect("finishing state holds the answer");
+                    if let Some(guard) = guard.take() {
+                        guard.recorded(result);
+                    }
+                    let output = output.take();
                     self.as_mut().project().state.set(State::Done);
-                    return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)));
+                    match output {
+                        Some(output) => {
+                            return Poll::Ready(output.map(|r| r.map(ResponseBody::inner)))
+                        }
+                        None => return Poll::Pending,
+                    }
                 }
                 StateProj::Rejected { rejection, grpc } => {
                     let grpc = *grpc;
-                    let rejection = rejection
-                        .take()
-                        .expect("rejected state holds its rejection");
+                    let rejection = rejection.take();
                     self.as_mut().project().state.set(State::Done);
-                    return Poll::Ready(Ok(rejection_response(rejection, grpc)));
+                    match rejection {
+                        Some(rejection) => {
+                            return Poll::Ready(Ok(rejection_response(rejection, grpc)))
+                        }
+                        None => return Poll::Pending,
+                    }
                 }
                 StateProj::Answered {
                     duplicate,
@@ -415,7 +492,13 @@ where
                 }
                 StateProj::Done => panic!("ResponseFuture polled after it completed"),
             };
-            self.as_mut().project().state.set(next);
+            match step {
+                Ok(next) => self.as_mut().project().state.set(next),
+                Err(error) => {
+                    self.as_mut().project().state.set(State::Done);
+                    return Poll::Ready(Err(error));
+                }
+            }
         }
     }
 }

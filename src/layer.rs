@@ -8,12 +8,23 @@ use http::HeaderName;
 use tower_layer::Layer;
 use zeroize::Zeroizing;
 
+use crate::buffer::Budget;
 use crate::idempotency::Dedupe;
+use crate::log::RejectionLog;
 use crate::service::MetiganSignature;
 use crate::signature::{ConfigError, Verifier};
 
 /// The default body limit: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// The default bound on body bytes buffered at once across all requests of one layer: 64 MiB.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
+
+/// The longest timestamp tolerance the builder accepts: one day.
+pub const MAX_TOLERANCE: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The `Retry-After` of a `503` answered because the buffer bound is reached, in seconds.
+pub(crate) const OVERLOADED_RETRY_AFTER: u64 = 5;
 
 /// The default signature header.
 pub const SIGNATURE_HEADER: &str = "x-webhook-signature";
@@ -39,6 +50,9 @@ pub(crate) struct Config {
     pub(crate) webhook_id_header: HeaderName,
     pub(crate) clock: Option<Clock>,
     pub(crate) dedupe: Option<Dedupe>,
+    /// Shared by every service this layer makes: the bound on bytes buffered at once.
+    pub(crate) budget: Arc<Budget>,
+    pub(crate) rejection_log: RejectionLog,
 }
 
 impl Config {
@@ -64,6 +78,7 @@ impl fmt::Debug for MetiganSignatureLayer {
         f.debug_struct("MetiganSignatureLayer")
             .field("verifier", &self.config.verifier)
             .field("body_limit", &self.config.body_limit)
+            .field("budget", &self.config.budget)
             .field("signature_header", &self.config.signature_header)
             .field("dedupe", &self.config.dedupe)
             .finish_non_exhaustive()
@@ -134,6 +149,7 @@ pub struct MetiganSignatureBuilder {
     tolerance: Option<Duration>,
     disable_timestamp_check: bool,
     body_limit: Option<usize>,
+    max_buffered_bytes: Option<usize>,
     signature_header: Option<HeaderName>,
     clock: Option<Clock>,
     dedupe: Option<Dedupe>,
@@ -176,7 +192,8 @@ impl MetiganSignatureBuilder {
             .fold(self, MetiganSignatureBuilder::secret)
     }
 
-    /// How far the signed timestamp may be from now, either way, inclusive (default 300 s).
+    /// How far the signed timestamp may be from now, either way, inclusive (default 300 s, at
+    /// most [`MAX_TOLERANCE`], one day: [`build`](Self::build) refuses more).
     pub fn tolerance(mut self, tolerance: Duration) -> Self {
         self.tolerance = Some(tolerance);
         self
@@ -193,6 +210,33 @@ impl MetiganSignatureBuilder {
     /// ones before a byte is read.
     pub fn body_limit(mut self, limit: usize) -> Self {
         self.body_limit = Some(limit);
+        self
+    }
+
+    /// The most body bytes buffered at once across every request of this layer (default
+    /// [`DEFAULT_MAX_BUFFERED_BYTES`], 64 MiB).
+    ///
+    /// Anyone can send a well-formed signature header with a fresh timestamp, and the body of
+    /// such a request must be read before its signature can be refused. This bound caps what
+    /// all those bodies may hold together, whatever their number: a request whose declared
+    /// length, or whose streamed body, would pass it is answered `503 Service Unavailable`
+    /// with `Retry-After` ([`Reason::Overloaded`](crate::Reason::Overloaded)) before more is
+    /// read. Metigan retries a 503, so a genuine delivery caught in a flood is delivered later.
+    /// A declared length is reserved whole when the request arrives; once a body is verified
+    /// (or refused) its bytes no longer count.
+    ///
+    /// ```
+    /// use metigan_webhook::MetiganSignatureLayer;
+    ///
+    /// let layer = MetiganSignatureLayer::builder()
+    ///     .secret("whsec_example")
+    ///     .max_buffered_bytes(16 * 1024 * 1024)
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(layer);
+    /// ```
+    pub fn max_buffered_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_bytes = Some(bytes);
         self
     }
 
@@ -238,13 +282,18 @@ impl MetiganSignatureBuilder {
     /// # Errors
     ///
     /// The first [`ConfigError`]: no secret, an empty one, one with leading/trailing
-    /// whitespace, or an invalid header name.
+    /// whitespace, an invalid header name, or a tolerance over [`MAX_TOLERANCE`].
     pub fn build(self) -> Result<MetiganSignatureLayer, ConfigError> {
         if let Some(err) = self.error {
             return Err(err);
         }
         let mut verifier = Verifier::new(self.secrets.iter().map(|s| s.as_str()))?;
         if let Some(tolerance) = self.tolerance {
+            if tolerance > MAX_TOLERANCE {
+                return Err(ConfigError::ToleranceTooLarge {
+                    secs: tolerance.as_secs(),
+                });
+            }
             verifier = verifier.with_tolerance(tolerance);
         }
         if self.disable_timestamp_check {
@@ -261,6 +310,11 @@ impl MetiganSignatureBuilder {
                 webhook_id_header: HeaderName::from_static(WEBHOOK_ID_HEADER),
                 clock: self.clock,
                 dedupe: self.dedupe,
+                budget: Arc::new(Budget::new(
+                    self.max_buffered_bytes
+                        .unwrap_or(DEFAULT_MAX_BUFFERED_BYTES),
+                )),
+                rejection_log: RejectionLog::default(),
             }),
         })
     }
@@ -291,6 +345,30 @@ mod tests {
                 .unwrap_err(),
             ConfigError::InvalidHeaderName
         );
+    }
+
+    #[test]
+    fn a_tolerance_over_a_day_is_refused_and_a_day_is_accepted() {
+        let build = |tolerance| {
+            MetiganSignatureLayer::builder()
+                .secret("x")
+                .tolerance(tolerance)
+                .build()
+        };
+        assert!(build(MAX_TOLERANCE).is_ok());
+        let err = build(MAX_TOLERANCE + Duration::from_secs(1)).unwrap_err();
+        assert_eq!(err, ConfigError::ToleranceTooLarge { secs: 86_401 });
+        assert!(err.to_string().contains("danger_disable_timestamp_check"));
+        assert_eq!(
+            build(Duration::MAX).unwrap_err(),
+            ConfigError::ToleranceTooLarge { secs: u64::MAX }
+        );
+        // Turning the check off stays possible, but only by its own name.
+        assert!(MetiganSignatureLayer::builder()
+            .secret("x")
+            .danger_disable_timestamp_check()
+            .build()
+            .is_ok());
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod extract;
 mod future;
 pub mod idempotency;
 mod layer;
+mod log;
 mod peer;
 mod rejection;
 mod response;
@@ -25,8 +26,8 @@ pub use event::{Envelope, EventType, VerifiedEvent};
 pub use extract::MissingVerifiedEvent;
 pub use future::ResponseFuture;
 pub use layer::{
-    MetiganSignatureBuilder, MetiganSignatureLayer, DEFAULT_BODY_LIMIT, SIGNATURE_HEADER,
-    TIMESTAMP_HEADER, WEBHOOK_ID_HEADER,
+    MetiganSignatureBuilder, MetiganSignatureLayer, DEFAULT_BODY_LIMIT, DEFAULT_MAX_BUFFERED_BYTES,
+    MAX_TOLERANCE, SIGNATURE_HEADER, TIMESTAMP_HEADER, WEBHOOK_ID_HEADER,
 };
 pub use peer::PeerAddr;
 pub use rejection::{Reason, Rejection};

@@ -27,11 +27,16 @@ pub enum Reason {
     SignatureMismatch,
     /// The body is authentic but is not a JSON object with a string `event`.
     InvalidPayload,
+    /// Reading this body would pass the layer's bound on bytes buffered at once across all
+    /// requests ([`max_buffered_bytes`](crate::MetiganSignatureBuilder::max_buffered_bytes)):
+    /// answered `503 Service Unavailable` with `Retry-After`, before more is read. Metigan
+    /// retries it, so nothing is lost.
+    Overloaded,
 }
 
 impl Reason {
     /// Every reason, in the order the checks run.
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::MissingSignature,
         Reason::MalformedSignature,
         Reason::TimestampOutOfTolerance,
@@ -39,6 +44,7 @@ impl Reason {
         Reason::BodyReadError,
         Reason::SignatureMismatch,
         Reason::InvalidPayload,
+        Reason::Overloaded,
     ];
 
     /// The stable reason code, e.g. `"signature_mismatch"`.
@@ -100,6 +106,10 @@ impl Reason {
                 "invalid_payload",
                 "the body is not a JSON object with a string \"event\""
             ),
+            Reason::Overloaded => texts!(
+                "overloaded",
+                "too many request bodies are being read at once; retry later"
+            ),
         }
     }
 
@@ -108,7 +118,8 @@ impl Reason {
         Reason::ALL.into_iter().find(|r| r.code() == code)
     }
 
-    /// The HTTP status answered for this reason: 401, 413 or 400.
+    /// The HTTP status answered for this reason: 401, 413, 400, or 503 for
+    /// [`Reason::Overloaded`] (with `Retry-After`).
     pub const fn status(self) -> StatusCode {
         match self {
             Reason::MissingSignature
@@ -117,15 +128,17 @@ impl Reason {
             | Reason::SignatureMismatch => StatusCode::UNAUTHORIZED,
             Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Reason::BodyReadError | Reason::InvalidPayload => StatusCode::BAD_REQUEST,
+            Reason::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// The gRPC status code answered to gRPC requests: 16 (`UNAUTHENTICATED`),
-    /// 8 (`RESOURCE_EXHAUSTED`) or 3 (`INVALID_ARGUMENT`).
+    /// 8 (`RESOURCE_EXHAUSTED`), 3 (`INVALID_ARGUMENT`) or 14 (`UNAVAILABLE`).
     pub const fn grpc_status(self) -> u8 {
         match self.status() {
             StatusCode::UNAUTHORIZED => 16,
             StatusCode::PAYLOAD_TOO_LARGE => 8,
+            StatusCode::SERVICE_UNAVAILABLE => 14,
             _ => 3,
         }
     }
@@ -225,6 +238,7 @@ mod tests {
             (BodyTooLarge, 413, 8),
             (BodyReadError, 400, 3),
             (InvalidPayload, 400, 3),
+            (Overloaded, 503, 14),
         ] {
             assert_eq!(reason.status().as_u16(), http, "{reason}");
             assert_eq!(reason.grpc_status(), grpc, "{reason}");

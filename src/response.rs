@@ -1,4 +1,5 @@
-//! The answers the layer gives itself: rejections and deduplicated deliveries (DESIGN.md 3, 5).
+//! The answers the layer gives itself: rejections and deduplicated deliveries. They are
+//! logged, rate-limited, where they are decided (`log.rs`).
 
 use std::time::Duration;
 
@@ -8,7 +9,8 @@ use http::Response;
 
 use crate::body::ResponseBody;
 use crate::idempotency::Duplicate;
-use crate::rejection::Rejection;
+use crate::layer::OVERLOADED_RETRY_AFTER;
+use crate::rejection::{Reason, Rejection};
 
 fn grpc_response<B>(status: u16, message: Option<&'static str>) -> Response<ResponseBody<B>> {
     // Trailers-only: HTTP 200, the gRPC status in the headers, no body (a text body would
@@ -37,16 +39,21 @@ fn text_response<B>(status: http::StatusCode, text: &'static str) -> Response<Re
 }
 
 /// Builds the answer to a rejected request: a short `text/plain` body naming the reason, or a
-/// trailers-only gRPC response; the [`Rejection`] goes in the extensions. Allocates nothing
-/// but the response itself.
+/// trailers-only gRPC response, with `Retry-After` when the layer is overloaded; the
+/// [`Rejection`] goes in the extensions. Allocates nothing but the response itself.
 pub(crate) fn rejection_response<B>(rejection: Rejection, grpc: bool) -> Response<ResponseBody<B>> {
     let reason = rejection.reason();
-    tracing::warn!(reason = reason.code(), "Metigan webhook rejected");
     let mut response = if grpc {
         grpc_response(u16::from(reason.grpc_status()), Some(reason.code()))
     } else {
         text_response(reason.status(), reason.http_body())
     };
+    if reason == Reason::Overloaded {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(OVERLOADED_RETRY_AFTER),
+        );
+    }
     response.extensions_mut().insert(rejection);
     response
 }
@@ -59,10 +66,6 @@ pub(crate) fn duplicate_response<B>(
     retry_after: Duration,
     grpc: bool,
 ) -> Response<ResponseBody<B>> {
-    tracing::info!(
-        outcome = duplicate.code(),
-        "Metigan webhook delivery not processed again"
-    );
     let mut response = if grpc {
         grpc_response(duplicate.grpc_status(), Some(duplicate.code()))
     } else {

@@ -9,9 +9,10 @@ use http_body::Body;
 use tower_service::Service;
 
 use crate::body::{ResponseBody, VerifiedBody};
+use crate::buffer::Reservation;
 use crate::future::ResponseFuture;
 use crate::layer::{Config, MetiganSignatureLayer};
-use crate::rejection::{Reason, Rejection};
+use crate::rejection::Reason;
 use crate::signature::ConfigError;
 use crate::BoxError;
 
@@ -91,20 +92,19 @@ pub(crate) fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|prefix| prefix.eq_ignore_ascii_case(b"application/grpc"))
 }
 
-/// A `Content-Length` over the limit is rejected before the body is read. A body that knows
-/// its exact length (hyper's, from that same header) answers without a header lookup; either
-/// way the limit is enforced again while the body is read.
-fn declared_too_large<B: Body>(headers: &HeaderMap, body: &B, limit: usize) -> bool {
-    let limit = limit as u64;
+/// The body's declared length: its exact size (hyper's, from `Content-Length`) when it knows
+/// it, else the `Content-Length` header or the body's lower bound, whichever is larger.
+/// Only a hint: the limit and the budget are enforced again while the body is read.
+fn declared_length<B: Body>(headers: &HeaderMap, body: &B) -> u64 {
     let hint = body.size_hint();
     if let Some(exact) = hint.exact() {
-        return exact > limit;
+        return exact;
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().parse::<u64>().ok());
-    declared.is_some_and(|len| len > limit) || hint.lower() > limit
+    declared.unwrap_or(0).max(hint.lower())
 }
 
 impl<S, B, ResBody> Service<Request<B>> for MetiganSignature<S>
@@ -119,8 +119,12 @@ where
     type Error = S::Error;
     type Future = ResponseFuture<S, B>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
+    /// Always ready: the inner service's readiness is asked for only once a request is
+    /// verified (and its deduplication key claimed), so an unverified request, however slowly
+    /// its body arrives, holds none of the inner service's capacity (a `ConcurrencyLimit`
+    /// permit, a connection slot, a buffer slot).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
@@ -136,20 +140,23 @@ where
         );
         let signature = match checked {
             Ok(signature) => signature,
-            Err(rejection) => return ResponseFuture::rejected(rejection, is_grpc(headers)),
+            Err(rejection) => return ResponseFuture::rejected(config, rejection, &req),
         };
-        if declared_too_large(headers, req.body(), config.body_limit) {
-            let grpc = is_grpc(headers);
-            return ResponseFuture::rejected(Rejection::new(Reason::BodyTooLarge), grpc);
-        }
+        let declared = declared_length(headers, req.body());
+        let expected = match usize::try_from(declared) {
+            Ok(declared) if declared <= config.body_limit => declared,
+            _ => return ResponseFuture::rejected(config, Reason::BodyTooLarge.into(), &req),
+        };
+        // A declared length is reserved whole, now: past the layer's bound, the request is
+        // answered 503 before a byte of it is read.
+        let Some(reservation) = Reservation::new(&config.budget, expected) else {
+            return ResponseFuture::rejected(config, Reason::Overloaded.into(), &req);
+        };
 
-        // The inner service was made ready by `poll_ready`; a clone of it may not be. Move the
-        // ready one into the future and keep the clone for the next `poll_ready`
-        // (tower-service: "Be careful when cloning inner services"). Calling a fresh clone
-        // instead panics under `ConcurrencyLimit`.
-        let clone = self.inner.clone();
-        let inner = std::mem::replace(&mut self.inner, clone);
-        let expected = req.body().size_hint().lower();
-        ResponseFuture::buffering(req, inner, self.config.clone(), signature, expected)
+        // `self.inner` was never asked for readiness (see `poll_ready`), so cloning it takes
+        // nothing from it: the clone asks for its own readiness in the future, once the request
+        // is verified, and is called only after it answered ready.
+        let inner = self.inner.clone();
+        ResponseFuture::buffering(req, inner, config.clone(), signature, expected, reservation)
     }
 }

@@ -126,6 +126,13 @@ pub enum ConfigError {
     },
     /// The signature header name is not a valid HTTP header name.
     InvalidHeaderName,
+    /// The timestamp tolerance is longer than [`MAX_TOLERANCE`](crate::MAX_TOLERANCE) (one
+    /// day): that is no replay protection. Use `danger_disable_timestamp_check` to turn the
+    /// check off on purpose.
+    ToleranceTooLarge {
+        /// The tolerance asked for, in seconds.
+        secs: u64,
+    },
 }
 
 impl fmt::Display for ConfigError {
@@ -141,6 +148,11 @@ impl fmt::Display for ConfigError {
                  Metigan signs with the exact secret, so trim it"
             ),
             ConfigError::InvalidHeaderName => f.write_str("invalid signature header name"),
+            ConfigError::ToleranceTooLarge { secs } => write!(
+                f,
+                "a timestamp tolerance of {secs} s is more than one day, which leaves replays \
+                 unchecked; use danger_disable_timestamp_check to turn the check off on purpose"
+            ),
         }
     }
 }

@@ -468,3 +468,137 @@ async fn replays_are_stopped() {
     assert_eq!(s.calls.load(Ordering::SeqCst), 1);
     let _ = now();
 }
+
+/// A forged header with a fresh `t` and 64 zeros: it passes every check that needs no body.
+fn forged_head(framing: &str) -> String {
+    format!(
+        "POST /hook HTTP/1.1\r\nhost: x\r\nx-webhook-signature: t={T0},v1={}\r\n{framing}\r\n",
+        "0".repeat(64)
+    )
+}
+
+/// Reads the status line and headers of the first answer on `stream`, within `limit`.
+async fn read_head(stream: &mut TcpStream, limit: Duration) -> String {
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let read = tokio::time::timeout(limit, async {
+        while find_end(&data).is_none() {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => data.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "an answer came within {limit:?}");
+    String::from_utf8_lossy(&data).into_owned()
+}
+
+#[tokio::test]
+async fn the_bytes_buffered_at_once_are_bounded_across_requests() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    // Each body may be 32 KiB; all bodies together 64 KiB.
+    let layer = MetiganSignatureLayer::builder()
+        .secret(SECRET)
+        .body_limit(32 * 1024)
+        .max_buffered_bytes(64 * 1024)
+        .clock(|| T0)
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route(
+            "/hook",
+            post(move |_event: VerifiedEvent| {
+                let c = c.clone();
+                async move {
+                    c.fetch_add(1, Ordering::SeqCst);
+                    "OK"
+                }
+            }),
+        )
+        .layer(layer);
+    let addr = serve_axum(app).await;
+
+    // Two forged uploads declaring 30,000 bytes each hold 60,000 of the 65,536: they send a
+    // little and hang.
+    let mut holders = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(forged_head("content-length: 30000\r\n").as_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&[b' '; 1000]).await.unwrap();
+        holders.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A third declaring 30,000 is answered 503 with Retry-After at once, without a byte of its
+    // body being sent.
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third
+        .write_all(forged_head("content-length: 30000\r\n").as_bytes())
+        .await
+        .unwrap();
+    let head = read_head(&mut third, Duration::from_secs(2)).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("retry-after: 5"),
+        "{head}"
+    );
+
+    // A chunked upload (no declared length) is refused as it grows past the bound.
+    let mut chunked = TcpStream::connect(addr).await.unwrap();
+    chunked
+        .write_all(forged_head("transfer-encoding: chunked\r\n").as_bytes())
+        .await
+        .unwrap();
+    let chunk = format!("1000\r\n{}\r\n", " ".repeat(0x1000));
+    for _ in 0..3 {
+        if chunked.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let head = read_head(&mut chunked, Duration::from_secs(2)).await;
+    assert!(head.starts_with("HTTP/1.1 503"), "{head}");
+    assert!(head.contains("overloaded") || head.to_ascii_lowercase().contains("retry-after"));
+
+    // A genuine delivery in the meantime is told to come back (Metigan retries a 503)...
+    let good = event_body("email.delivered", "msg-budget");
+    let sig = sign(SECRET, T0, good.as_bytes());
+    let answer = http_post(
+        addr,
+        "/hook",
+        &[("x-webhook-signature", &sig)],
+        good.clone(),
+    )
+    .await;
+    assert!(
+        answer.status == 200 || answer.status == 503,
+        "{}",
+        answer.status
+    );
+    if answer.status == 503 {
+        assert_eq!(answer.headers["retry-after"], "5");
+    }
+    // ...and once the forged uploads are gone, their bytes are given back: accepted.
+    drop(holders);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = http_post(
+            addr,
+            "/hook",
+            &[("x-webhook-signature", &sig)],
+            good.clone(),
+        )
+        .await;
+        if answer.status == 200 {
+            break;
+        }
+        assert_eq!(answer.status, 503, "{}", answer.text());
+        assert!(Instant::now() < deadline, "the budget was given back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(calls.load(Ordering::SeqCst) >= 1);
+}

@@ -7,6 +7,7 @@ mod redis_server;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,8 +19,8 @@ use axum::Router;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use metigan_webhook::idempotency::{
-    new_token, BoxFuture, Claim, Dedupe, DedupeKey, IdempotencyStore, MemoryStore, StoreError,
-    Token,
+    new_token, BoxFuture, Claim, Dedupe, DedupeKey, Duplicate, Hold, IdempotencyStore, MemoryStore,
+    StoreError, Token,
 };
 use metigan_webhook::{MetiganSignatureLayer, VerifiedBody, VerifiedEvent};
 use tokio::sync::Notify;
@@ -78,6 +79,10 @@ impl Handler {
             }
             "slow" => {
                 tokio::time::sleep(Duration::from_secs(30)).await;
+                (StatusCode::OK, "OK")
+            }
+            "nap" => {
+                tokio::time::sleep(Duration::from_millis(600)).await;
                 (StatusCode::OK, "OK")
             }
             _ => (StatusCode::OK, "OK"),
@@ -329,6 +334,163 @@ async fn dropped_future_releases(dedupe: Dedupe) {
     assert_eq!(handler.calls("email.failed:m-6"), 2);
 }
 
+async fn slow_handler_keeps_its_claim(dedupe: Dedupe) {
+    // A lease of 300 ms and a handler that runs until released, well past two leases.
+    let (addr, handler) = serve(dedupe.lease(Duration::from_millis(300))).await;
+    let event = body("email.opened", Some("m-lease"), "gate");
+    let first = tokio::spawn({
+        let event = event.clone();
+        async move { deliver(addr, &event).await }
+    });
+    handler.started.notified().await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    // The claim was renewed while the handler ran: the retry is told to come back later.
+    let retry = tokio::time::timeout(Duration::from_secs(3), deliver(addr, &event))
+        .await
+        .expect("answered at once, not run a second time");
+    assert_eq!(retry.status, StatusCode::CONFLICT, "{}", retry.text());
+    handler.gate.notify_one();
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+    assert_eq!(deliver(addr, &event).await.status, StatusCode::OK);
+    assert_eq!(handler.calls("email.opened:m-lease"), 1, "run once");
+}
+
+type Answering =
+    std::pin::Pin<Box<dyn Future<Output = Result<http::Response<Full<Bytes>>, Infallible>> + Send>>;
+
+/// In process: a handler answering 200 with `grpc-status` in its head, taken in turn from
+/// `statuses` (the last one repeats). The service's type is spelled out so its future's `Debug`
+/// (the layer's state) stays visible.
+#[allow(clippy::type_complexity)]
+fn grpc_handler(
+    dedupe: Dedupe,
+    statuses: &'static [&'static str],
+) -> (
+    metigan_webhook::MetiganSignature<
+        tower::util::ServiceFn<impl FnMut(http::Request<VerifiedBody>) -> Answering + Clone>,
+    >,
+    Arc<AtomicUsize>,
+) {
+    let layer = MetiganSignatureLayer::builder()
+        .secret(SECRET)
+        .deduplicate(dedupe)
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let service = tower::ServiceBuilder::new().layer(layer).service_fn(
+        move |_req: http::Request<VerifiedBody>| -> Answering {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let status = statuses[n.min(statuses.len() - 1)];
+            Box::pin(async move {
+                let mut response = http::Response::new(Full::new(Bytes::new()));
+                response
+                    .headers_mut()
+                    .insert("grpc-status", http::HeaderValue::from_static(status));
+                Ok::<_, Infallible>(response)
+            })
+        },
+    );
+    (service, calls)
+}
+
+fn signed_request(event: &str) -> Req {
+    let sig = metigan_webhook::sign(SECRET, now(), event.as_bytes());
+    http::Request::post(PATH)
+        .header("x-webhook-signature", sig)
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::from(event.to_owned())))
+        .unwrap()
+}
+
+async fn grpc_error_in_a_2xx_releases(dedupe: Dedupe) {
+    // 13 INTERNAL in an HTTP 200: a failure, so the retry runs; then 0 OK is remembered.
+    let (mut service, calls) = grpc_handler(dedupe, &["13", "0"]);
+    let event = body("email.sent", Some("m-grpc"), "ok");
+    for (expected_calls, expected_status) in [(1, "13"), (2, "0"), (2, "0")] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let answer = loop {
+            let answer = ServiceExt::<Req>::ready(&mut service)
+                .await
+                .unwrap()
+                .call(signed_request(&event))
+                .await
+                .unwrap();
+            // A release from Redis may still be on its way: 10 ABORTED (in flight) until then.
+            if answer.headers()["grpc-status"] != "10" {
+                break answer;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "released");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(answer.headers()["grpc-status"], expected_status);
+        assert_eq!(calls.load(Ordering::SeqCst), expected_calls);
+    }
+}
+
+/// Polls `future` (with a waker that does nothing) until its state is `state`, or it ends.
+async fn poll_until_state<F: Future + Unpin + std::fmt::Debug>(
+    future: &mut F,
+    state: &str,
+) -> bool {
+    let waker = std::task::Waker::noop();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let polled =
+            std::pin::Pin::new(&mut *future).poll(&mut std::task::Context::from_waker(waker));
+        if polled.is_ready() {
+            return false;
+        }
+        if format!("{future:?}").contains(state) {
+            return true;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "reached {state}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// A 2xx being recorded when the request's future is dropped is still recorded: the retry is
+/// answered as a duplicate and the handler does not run again.
+async fn dropped_while_completing_stays_done(dedupe: Dedupe) {
+    let (mut service, calls) = grpc_handler(dedupe, &["0"]);
+    let event = body("email.clicked", Some("m-complete"), "ok");
+    let mut future = Box::pin(
+        ServiceExt::<Req>::ready(&mut service)
+            .await
+            .unwrap()
+            .call(signed_request(&event)),
+    );
+    assert!(
+        poll_until_state(&mut future, "Finishing").await,
+        "the store's `complete` answers later"
+    );
+    drop(future);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = ServiceExt::<Req>::ready(&mut service)
+            .await
+            .unwrap()
+            .call(signed_request(&event))
+            .await
+            .unwrap();
+        if answer.extensions().get::<Duplicate>() == Some(&Duplicate::AlreadyProcessed) {
+            break;
+        }
+        assert_eq!(
+            answer.extensions().get::<Duplicate>(),
+            Some(&Duplicate::InFlight),
+            "never released: the handler does not run again"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "completed in the background"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the handler ran once");
+}
+
 async fn lease_and_ttl_expire(store: Arc<dyn IdempotencyStore>, dedupe: Dedupe) {
     let dedupe = dedupe
         .lease(Duration::from_secs(1))
@@ -460,6 +622,18 @@ macro_rules! shared_suite {
         }
 
         #[tokio::test]
+        async fn slow_handler_keeps_its_claim() {
+            let (_keep, store) = $setup().await;
+            super::slow_handler_keeps_its_claim(Dedupe::new(store)).await;
+        }
+
+        #[tokio::test]
+        async fn grpc_error_in_a_2xx_releases() {
+            let (_keep, store) = $setup().await;
+            super::grpc_error_in_a_2xx_releases(Dedupe::new(store)).await;
+        }
+
+        #[tokio::test]
         async fn lease_and_ttl_expire() {
             let (_keep, store) = $setup().await;
             let handle = Arc::new(store.clone());
@@ -492,6 +666,45 @@ mod memory {
     }
 
     shared_suite!(setup);
+
+    #[tokio::test]
+    async fn dropped_while_completing_stays_done() {
+        let slow = SlowStore {
+            inner: Arc::new(MemoryStore::default()),
+            delay: Duration::from_millis(300),
+        };
+        super::dropped_while_completing_stays_done(Dedupe::new(slow)).await;
+    }
+
+    #[tokio::test]
+    async fn a_completion_that_finds_another_holder_is_logged() {
+        let (capture, _guard) = common::LogCapture::install();
+        // A store that does not renew claims, and a handler slower than the lease: the retry
+        // takes the key while the first delivery still runs.
+        let store = SlowStore {
+            inner: Arc::new(MemoryStore::default()),
+            delay: Duration::ZERO,
+        };
+        let (addr, handler) = serve(Dedupe::new(store).lease(Duration::from_millis(200))).await;
+        let event = body("email.bounced", Some("m-late"), "nap");
+        let first = tokio::spawn({
+            let event = event.clone();
+            async move { deliver(addr, &event).await }
+        });
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let second = deliver(addr, &event).await;
+        assert_eq!(second.status, StatusCode::OK);
+        assert_eq!(first.await.unwrap().status, StatusCode::OK);
+        assert_eq!(handler.calls("email.bounced:m-late"), 2);
+        let log = capture.text();
+        assert_eq!(
+            log.matches("succeeded after its deduplication claim had passed")
+                .count(),
+            1,
+            "{log}"
+        );
+        assert!(log.contains("WARN"), "{log}");
+    }
 
     #[tokio::test]
     async fn dropped_while_claiming_releases() {
@@ -739,7 +952,7 @@ impl IdempotencyStore for SlowStore {
         key: &str,
         token: &Token,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), StoreError>> {
+    ) -> BoxFuture<Result<bool, StoreError>> {
         let delay = self.delay;
         let (inner, key, token) = (self.inner.clone(), key.to_owned(), token.clone());
         Box::pin(async move {
@@ -758,6 +971,10 @@ impl IdempotencyStore for SlowStore {
     fn release_detached(&self, key: &str, token: &Token) {
         self.inner.release_detached(key, token)
     }
+    fn complete_detached(&self, key: &str, token: &Token, ttl: Duration) {
+        self.inner.complete_detached(key, token, ttl)
+    }
+    // No `hold`: its claims last their lease, however long the handler runs.
 }
 
 /// Drops the request's future while the layer waits on the store, then checks the key is free.
@@ -841,7 +1058,7 @@ impl IdempotencyStore for FaultyStore {
         key: &str,
         token: &Token,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), StoreError>> {
+    ) -> BoxFuture<Result<bool, StoreError>> {
         if self.complete_fails {
             return failure();
         }
@@ -882,7 +1099,7 @@ impl<S: IdempotencyStore> IdempotencyStore for SharedStore<S> {
         key: &str,
         token: &Token,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), StoreError>> {
+    ) -> BoxFuture<Result<bool, StoreError>> {
         self.0.complete(key, token, ttl)
     }
     fn release(&self, key: &str, token: &Token) -> BoxFuture<Result<(), StoreError>> {
@@ -890,6 +1107,12 @@ impl<S: IdempotencyStore> IdempotencyStore for SharedStore<S> {
     }
     fn release_detached(&self, key: &str, token: &Token) {
         self.0.release_detached(key, token)
+    }
+    fn complete_detached(&self, key: &str, token: &Token, ttl: Duration) {
+        self.0.complete_detached(key, token, ttl)
+    }
+    fn hold(&self, key: &str, token: &Token, lease: Duration) -> Hold {
+        self.0.hold(key, token, lease)
     }
 }
 
@@ -906,6 +1129,12 @@ mod redis {
     }
 
     shared_suite!(store);
+
+    #[tokio::test]
+    async fn dropped_while_completing_stays_done() {
+        let (_server, store) = store().await;
+        super::dropped_while_completing_stays_done(Dedupe::new(store)).await;
+    }
 
     #[tokio::test]
     async fn unreachable_store_answers_503_or_fails_open() {

@@ -828,11 +828,66 @@ async fn signed_json_array_is_invalid_payload_not_an_event() {
 // ConcurrencyLimit inside the layer
 // ---------------------------------------------------------------------------------------------
 
+/// Opens a connection that sends a well-formed forged header (a fresh `t`, 64 zeros) and part of
+/// a body, then never finishes it: chunked, or with a `Content-Length` it never reaches.
+async fn forged_upload_that_never_ends(addr: SocketAddr, chunked: bool) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let framing = if chunked {
+        "transfer-encoding: chunked\r\n".to_owned()
+    } else {
+        "content-length: 60000\r\n".to_owned()
+    };
+    let head = format!(
+        "POST /webhooks HTTP/1.1\r\nhost: x\r\nx-webhook-signature: t={NOW},v1={}\r\n{framing}\r\n",
+        "0".repeat(64)
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let part = if chunked {
+        format!("400\r\n{}\r\n", "x".repeat(0x400))
+    } else {
+        "x".repeat(1024)
+    };
+    stream.write_all(part.as_bytes()).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn forged_uploads_that_never_end_hold_no_permit_of_a_concurrency_limit_of_one() {
+    let recorder = Recorder::default();
+    let service = ServiceBuilder::new()
+        .layer(layer(64 * 1024))
+        .concurrency_limit(1)
+        .service(recorder.service(Duration::ZERO));
+    let addr = serve(service).await;
+
+    // Eight forged bodies that never end, both framings, all being read by the layer.
+    let mut attackers = Vec::new();
+    for i in 0..8 {
+        attackers.push(forged_upload_that_never_ends(addr, i % 2 == 0).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A correctly signed delivery is answered at once: the one permit is free.
+    let started = std::time::Instant::now();
+    let body = event_body("email.delivered", "msg_during_flood");
+    let answer = tokio::time::timeout(Duration::from_secs(3), post_signed(addr, &body, &[]))
+        .await
+        .expect("the valid delivery is answered while the forged uploads hang");
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(recorder.calls(), 1);
+    drop(attackers);
+}
+
 #[tokio::test]
 async fn concurrency_limit_inside_the_layer_under_concurrent_hyper_requests() {
     let recorder = Recorder::default();
-    // `call` must hand the *ready* ConcurrencyLimit (the one holding the permit) to its future:
-    // calling a fresh clone panics with "service not ready; poll_ready must be called first".
+    // Each future asks its own clone of the ConcurrencyLimit for readiness before calling it
+    // (calling a clone that was not made ready panics with "service not ready").
     let service = ServiceBuilder::new()
         .layer(layer(64 * 1024))
         .concurrency_limit(1)
@@ -881,13 +936,23 @@ fn is_ready<S: Service<InProcess>>(service: &mut S) -> bool {
 }
 
 #[tokio::test]
-async fn concurrency_limit_in_process_poll_ready_then_call_with_futures_alive() {
+async fn concurrency_limit_in_process_permits_are_taken_only_by_verified_requests() {
     let recorder = Recorder::default();
     let permits = 3;
-    let mut service = layer(64 * 1024).layer(tower::limit::ConcurrencyLimit::new(
-        recorder.service(Duration::ZERO),
-        permits,
-    ));
+    let limited =
+        tower::limit::ConcurrencyLimit::new(recorder.service(Duration::from_millis(50)), permits);
+    // Clones of a `ConcurrencyLimit` share its permits: a fresh clone tells whether one is free
+    // (and gives it back when dropped).
+    let permit_free = || {
+        let waker = std::task::Waker::noop();
+        let mut probe = limited.clone();
+        Service::<Request<VerifiedBody>>::poll_ready(
+            &mut probe,
+            &mut std::task::Context::from_waker(waker),
+        )
+        .is_ready()
+    };
+    let mut service = layer(64 * 1024).layer(limited.clone());
 
     let request = |i: usize| {
         let body = event_body("email.sent", &format!("msg_{i}"));
@@ -897,21 +962,16 @@ async fn concurrency_limit_in_process_poll_ready_then_call_with_futures_alive() 
             .unwrap()
     };
 
-    // `permits` calls, each after its own poll_ready, all futures kept alive (not polled).
+    // The layer is always ready, and a call takes nothing before its request is verified:
+    // three times the permits in futures that were never polled, and every permit is free.
     let mut futures = Vec::new();
-    for i in 0..permits {
-        let ready = tokio::time::timeout(LIMIT, ServiceExt::<InProcess>::ready(&mut service))
-            .await
-            .expect("a permit is free")
-            .unwrap();
-        futures.push(ready.call(request(i)));
+    for i in 0..permits * 3 {
+        assert!(is_ready(&mut service), "the layer is always ready");
+        futures.push(service.call(request(i)));
     }
-    // Every permit went into a future: the service is not ready now.
-    assert!(
-        !is_ready(&mut service),
-        "the permits must live in the futures"
-    );
+    assert!(permit_free(), "unpolled futures hold no permit");
 
+    // Polled, they go through the limit: never more than `permits` handlers at once.
     let answers = tokio::time::timeout(LIMIT, futures_util::future::join_all(futures))
         .await
         .expect("futures complete");
@@ -920,41 +980,25 @@ async fn concurrency_limit_in_process_poll_ready_then_call_with_futures_alive() 
         assert_eq!(answer.status(), StatusCode::OK);
         assert!(answer.extensions().get::<Rejection>().is_none());
     }
-    assert_eq!(recorder.calls(), permits);
-
-    // The futures are gone, the permits are back: ready again, several times over.
-    for i in permits..permits * 3 {
-        let answer = tokio::time::timeout(LIMIT, async {
-            ServiceExt::<InProcess>::ready(&mut service)
-                .await
-                .unwrap()
-                .call(request(i))
-                .await
-        })
-        .await
-        .expect("ready again")
-        .unwrap();
-        assert_eq!(answer.status(), StatusCode::OK);
-    }
     assert_eq!(recorder.calls(), permits * 3);
+    assert!(recorder.max_in_flight.load(Ordering::SeqCst) <= permits);
+    assert!(permit_free(), "the permits are back");
 
-    // Futures dropped before completion give their permits back too.
-    let mut pending = Vec::new();
+    // A verified request polled into the handler holds a permit; dropping its future gives it
+    // back.
+    let mut running = Vec::new();
     for i in 0..permits {
-        pending.push(
-            ServiceExt::<InProcess>::ready(&mut service)
-                .await
-                .unwrap()
-                .call(request(100 + i)),
-        );
+        let mut future = Box::pin(service.call(request(100 + i)));
+        let waker = std::task::Waker::noop();
+        assert!(future
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(waker))
+            .is_pending());
+        running.push(future);
     }
-    assert!(!is_ready(&mut service));
-    pending.pop();
-    assert!(
-        is_ready(&mut service),
-        "a dropped future released its permit"
-    );
-    drop(pending);
+    assert!(!permit_free(), "every permit is held by a running handler");
+    drop(running);
+    assert!(permit_free(), "dropped futures released their permits");
 
     // A rejected request answers without the inner service.
     let unsigned = Request::post("/webhooks")
@@ -974,5 +1018,9 @@ async fn concurrency_limit_in_process_poll_ready_then_call_with_futures_alive() 
             .map(|r| r.reason().code()),
         Some("missing_signature")
     );
-    assert_eq!(recorder.calls(), permits * 3);
+    assert_eq!(
+        recorder.calls(),
+        permits * 4,
+        "the rejected request was not one of them"
+    );
 }

@@ -58,6 +58,12 @@ fn cases() -> Vec<Case> {
             vec![("x-webhook-signature", sig(T0, &not_json))],
             not_json,
         ),
+        // Under the body limit, over the layer's bound on buffered bytes.
+        (
+            Reason::Overloaded,
+            vec![("x-webhook-signature", sig(T0, &good))],
+            format!("{good}{}", " ".repeat(3500)),
+        ),
     ]
 }
 
@@ -68,6 +74,7 @@ async fn no_rejection_leaks_into_logs_or_responses() {
     let layer = MetiganSignatureLayer::builder()
         .secret(SECRET)
         .body_limit(4096)
+        .max_buffered_bytes(3000)
         .clock(|| T0)
         .deduplicate(Dedupe::in_memory())
         .build()

@@ -3,19 +3,33 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{BoxFuture, Claim, IdempotencyStore, StoreError, Token};
+use super::{BoxFuture, Claim, Hold, IdempotencyStore, StoreError, Token};
+
+/// What dropping an armed guard does.
+#[derive(Clone, Copy)]
+enum OnDrop {
+    /// The outcome is unknown or a failure: free the key so the retry runs.
+    Release,
+    /// The handler answered 2xx and its completion was being recorded: finish recording it,
+    /// never release (a retry would run a handler that already succeeded).
+    Complete(Duration),
+    /// The outcome is recorded (or the key was never ours).
+    Nothing,
+}
 
 /// A claim on a key, made with a token chosen before the store is asked, so that even a claim
 /// whose answer never arrived (the future was dropped, the store timed out) can be released.
 ///
-/// While armed, dropping it releases the key from the destructor
-/// ([`IdempotencyStore::release_detached`]); [`disarm`](Self::disarm) once the outcome is
-/// recorded.
+/// Dropping it settles the claim from the destructor
+/// ([`IdempotencyStore::release_detached`], or [`IdempotencyStore::complete_detached`] once a
+/// 2xx is being recorded); [`disarm`](Self::disarm) once the outcome is recorded.
 pub(crate) struct ClaimGuard {
     store: Arc<dyn IdempotencyStore>,
     key: String,
     token: Token,
-    armed: bool,
+    on_drop: OnDrop,
+    /// Renews the claim while the handler runs; dropped with the guard.
+    hold: Hold,
 }
 
 impl ClaimGuard {
@@ -24,7 +38,8 @@ impl ClaimGuard {
             store,
             key,
             token,
-            armed: true,
+            on_drop: OnDrop::Release,
+            hold: Hold::none(),
         }
     }
 
@@ -33,54 +48,89 @@ impl ClaimGuard {
         self.store.claim(&self.key, &self.token, lease)
     }
 
-    /// Marks the key done (the handler answered 2xx).
-    pub(crate) fn complete(&self, ttl: Duration) -> BoxFuture<Result<(), StoreError>> {
-        self.store.complete(&self.key, &self.token, ttl)
-    }
-
-    /// Frees the key (the handler failed).
-    pub(crate) fn release(&self) -> BoxFuture<Result<(), StoreError>> {
-        self.store.release(&self.key, &self.token)
-    }
-
     /// [`claim`](Self::claim), when the store answers without waiting.
     pub(crate) fn claim_immediately(&self, lease: Duration) -> Option<Result<Claim, StoreError>> {
         self.store.claim_immediately(&self.key, &self.token, lease)
     }
 
-    /// Records the outcome: [`complete`](Self::complete) when `completing`, else
-    /// [`release`](Self::release); `Err` with the future to await when the store cannot answer
-    /// at once.
+    /// The claim is acquired: keep it alive until the outcome is recorded.
+    pub(crate) fn hold(&mut self, lease: Duration) {
+        self.hold = self.store.hold(&self.key, &self.token, lease);
+    }
+
+    /// Records the outcome: complete the key when `completing` (the handler answered 2xx),
+    /// else release it. `Ok` with the answer when the store gives it at once, `Err` with the
+    /// future to await otherwise. From here on a dropped guard finishes a completion instead of
+    /// releasing the key.
     pub(crate) fn record(
-        &self,
+        &mut self,
         completing: bool,
         ttl: Duration,
-    ) -> Result<Result<(), StoreError>, BoxFuture<Result<(), StoreError>>> {
-        let now = if completing {
-            self.store.complete_immediately(&self.key, &self.token, ttl)
+    ) -> Result<Result<bool, StoreError>, BoxFuture<Result<bool, StoreError>>> {
+        let (key, token) = (&self.key, &self.token);
+        if completing {
+            self.on_drop = OnDrop::Complete(ttl);
+            match self.store.complete_immediately(key, token, ttl) {
+                Some(recorded) => Ok(recorded),
+                None => Err(self.store.complete(key, token, ttl)),
+            }
         } else {
-            self.store.release_immediately(&self.key, &self.token)
-        };
-        match now {
-            Some(recorded) => Ok(recorded),
-            None if completing => Err(self.complete(ttl)),
-            None => Err(self.release()),
+            match self.store.release_immediately(key, token) {
+                Some(recorded) => Ok(recorded.map(|()| true)),
+                None => {
+                    let release = self.store.release(key, token);
+                    Err(Box::pin(async move { release.await.map(|()| true) }))
+                }
+            }
         }
+    }
+
+    /// Settles the claim once its outcome's recording has ended.
+    pub(crate) fn recorded(mut self, result: Result<bool, StoreError>) {
+        let completing = matches!(self.on_drop, OnDrop::Complete(_));
+        match result {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "a webhook handler succeeded after its deduplication claim had passed to another \
+                 delivery (its lease ran out): that delivery may run the handler again"
+            ),
+            Err(error) if completing => {
+                // The handler succeeded and the answer is 2xx, so Metigan will not retry: keep
+                // the claim (releasing it would let a duplicate already on its way run the
+                // handler again); it expires with its lease.
+                tracing::warn!(%error, "could not mark the webhook done; its claim expires with the lease");
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not release the claim; retrying in the background");
+                return;
+            }
+        }
+        self.on_drop = OnDrop::Nothing;
     }
 
     /// The outcome is recorded (or the key was never ours): nothing to do on drop.
     pub(crate) fn disarm(mut self) {
-        self.armed = false;
+        self.on_drop = OnDrop::Nothing;
     }
 }
 
 impl Drop for ClaimGuard {
     fn drop(&mut self) {
-        if self.armed {
-            tracing::debug!(
-                "webhook request ended before its outcome was recorded: releasing its claim"
-            );
-            self.store.release_detached(&self.key, &self.token);
+        match self.on_drop {
+            OnDrop::Nothing => {}
+            OnDrop::Release => {
+                tracing::debug!(
+                    "webhook request ended before its outcome was recorded: releasing its claim"
+                );
+                self.store.release_detached(&self.key, &self.token);
+            }
+            OnDrop::Complete(ttl) => {
+                tracing::debug!(
+                    "webhook request ended while its success was being recorded: recording it \
+                     in the background"
+                );
+                self.store.complete_detached(&self.key, &self.token, ttl);
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use siphasher::sip128::{Hasher128, SipHasher13};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{BoxFuture, Claim, IdempotencyStore, StoreError, Token, MAX_DURATION};
+use super::{BoxFuture, Claim, Hold, IdempotencyStore, StoreError, Token, MAX_DURATION};
 
 /// At most this many shards; fewer for small capacities, so each shard holds at least
 /// [`MIN_SHARD_CAPACITY`] keys.
@@ -99,7 +99,10 @@ impl Hasher for PassThroughHasher {
 ///   so the cost is amortised). Keys in flight are never evicted: if a shard holds only live
 ///   claims, a new claim fails with a [`StoreError`] (the layer answers 503).
 /// - **Expiring**: claims live for their lease, done keys for their TTL, checked on access: no
-///   background thread or timer, no runtime needed.
+///   background thread or timer, no runtime needed. A claim the layer holds while its handler
+///   runs ([`IdempotencyStore::hold`]) does not expire until the layer completes or releases
+///   it, which it always does when the request ends: in one process no holder can die and
+///   leave its claim behind.
 /// - One process only: use `RedisStore` (feature `redis`) when several instances receive the
 ///   same webhook.
 pub struct MemoryStore {
@@ -203,7 +206,7 @@ impl MemoryStore {
         Ok(Claim::Acquired)
     }
 
-    fn complete_now(&self, key: &str, token: &Token, ttl: Duration) -> Result<(), StoreError> {
+    fn complete_now(&self, key: &str, token: &Token, ttl: Duration) -> Result<bool, StoreError> {
         let key = self.key_hash(key);
         let now = self.now();
         let expires = now.saturating_add(millis(ttl));
@@ -218,7 +221,7 @@ impl MemoryStore {
             // say so): done, in place.
             Some(entry) if entry.holder == holder || entry.expires <= now => *entry = done,
             // Another holder's now.
-            Some(_) => return Ok(()),
+            Some(_) => return Ok(false),
             None => {
                 if shard.map.len() >= self.shard_capacity {
                     make_room(&mut shard, now, self.shard_capacity)?;
@@ -228,7 +231,21 @@ impl MemoryStore {
         }
         shard.oldest_done = shard.oldest_done.min(expires);
         shard.newest_done = shard.newest_done.max(expires);
-        Ok(())
+        Ok(true)
+    }
+
+    /// Pins a held claim until it is completed or released: in one process, a claim's holder
+    /// cannot die while the store lives (the layer settles every claim when its request ends,
+    /// even when the request's future is dropped), so holding it is renewing it forever.
+    fn hold_now(&self, key: &str, token: &Token) {
+        let key = self.key_hash(key);
+        let holder = self.holder(token);
+        let mut shard = self.shard(key);
+        if let Some(entry) = shard.map.get_mut(&key) {
+            if entry.holder == holder {
+                entry.expires = u64::MAX;
+            }
+        }
     }
 
     fn release_now(&self, key: &str, token: &Token) {
@@ -324,7 +341,7 @@ impl IdempotencyStore for MemoryStore {
         key: &str,
         token: &Token,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), StoreError>> {
+    ) -> BoxFuture<Result<bool, StoreError>> {
         let result = self.complete_now(key, token, ttl);
         Box::pin(std::future::ready(result))
     }
@@ -336,6 +353,18 @@ impl IdempotencyStore for MemoryStore {
 
     fn release_detached(&self, key: &str, token: &Token) {
         self.release_now(key, token);
+    }
+
+    fn complete_detached(&self, key: &str, token: &Token, ttl: Duration) {
+        if let Err(error) = self.complete_now(key, token, ttl) {
+            tracing::warn!(%error, "could not mark a webhook done; its claim stays until evicted");
+        }
+    }
+
+    /// Pins the claim until it is completed or released (see the store's docs).
+    fn hold(&self, key: &str, token: &Token, _lease: Duration) -> Hold {
+        self.hold_now(key, token);
+        Hold::none()
     }
 
     fn claim_immediately(
@@ -352,7 +381,7 @@ impl IdempotencyStore for MemoryStore {
         key: &str,
         token: &Token,
         ttl: Duration,
-    ) -> Option<Result<(), StoreError>> {
+    ) -> Option<Result<bool, StoreError>> {
         Some(self.complete_now(key, token, ttl))
     }
 
@@ -392,6 +421,36 @@ mod tests {
         // Releasing a done key does nothing.
         store.release_now("k", &token);
         assert_eq!(claim(&store, "k", LEASE).0, Claim::Done);
+    }
+
+    #[test]
+    fn a_held_claim_outlives_its_lease_and_complete_reports_another_holder() {
+        let store = MemoryStore::default();
+        let short = Duration::from_millis(20);
+        let (first, token) = claim(&store, "k", short);
+        assert_eq!(first, Claim::Acquired);
+        let _hold = store.hold("k", &token, short);
+        // Someone else's token cannot pin it.
+        store.hold_now("k", &Token::new("someone else"));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            claim(&store, "k", LEASE).0,
+            Claim::InFlight,
+            "held past its lease"
+        );
+        assert!(store.complete_now("k", &token, LEASE).unwrap());
+        assert_eq!(claim(&store, "k", LEASE).0, Claim::Done);
+
+        // Without a hold the lease runs out, another delivery claims the key, and the first
+        // holder's late completion changes nothing and says so.
+        let (_, late) = claim(&store, "j", short);
+        std::thread::sleep(Duration::from_millis(50));
+        let (again, newer) = claim(&store, "j", LEASE);
+        assert_eq!(again, Claim::Acquired);
+        assert!(!store.complete_now("j", &late, LEASE).unwrap());
+        assert_eq!(claim(&store, "j", LEASE).0, Claim::InFlight);
+        store.complete_detached("j", &newer, LEASE);
+        assert_eq!(claim(&store, "j", LEASE).0, Claim::Done);
     }
 
     #[test]

@@ -166,13 +166,18 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         lease: Duration,
     ) -> BoxFuture<Result<Claim, StoreError>>;
 
-    /// Marks a claimed key done for `ttl`, if `token` still holds it.
+    /// Marks a claimed key done for `ttl`, if `token` still holds it (or its lease ran out
+    /// and nobody claimed the key since).
+    ///
+    /// `Ok(true)` when the key is now done; `Ok(false)` when another claim holds it (this
+    /// claim's lease ran out and another delivery took the key): nothing changes, and the
+    /// layer logs a warning.
     fn complete(
         &self,
         key: &str,
         token: &Token,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), StoreError>>;
+    ) -> BoxFuture<Result<bool, StoreError>>;
 
     /// Frees a claimed key, if `token` still holds it.
     fn release(&self, key: &str, token: &Token) -> BoxFuture<Result<(), StoreError>>;
@@ -181,6 +186,29 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     /// and cannot be awaited. The default does nothing, so the claim expires with its lease.
     fn release_detached(&self, key: &str, token: &Token) {
         let _ = (key, token);
+    }
+
+    /// Marks a claimed key done from a destructor: the handler answered 2xx, and the request's
+    /// future was dropped while [`complete`](Self::complete) was still pending. Must not block
+    /// and cannot be awaited. The default does nothing: the claim then stays until its lease
+    /// runs out (it is never released, which would let a retry run a handler that already
+    /// succeeded).
+    fn complete_detached(&self, key: &str, token: &Token, ttl: Duration) {
+        let _ = (key, token, ttl);
+    }
+
+    /// Keeps `token`'s claim on `key` alive while its handler runs, so that a handler slower
+    /// than the lease is not run a second time by a retry. The layer calls it once the claim is
+    /// acquired, and drops the returned [`Hold`] once the outcome is recorded (or the request
+    /// ends).
+    ///
+    /// A store shared by several processes renews the lease every `lease / 3` until then
+    /// (`RedisStore` does, on the Tokio runtime); the lease still frees the key of an instance
+    /// that died. The default renews nothing: the claim then lasts its lease, however long the
+    /// handler runs.
+    fn hold(&self, key: &str, token: &Token, lease: Duration) -> Hold {
+        let _ = (key, token, lease);
+        Hold::none()
     }
 
     /// [`claim`](Self::claim) for a store that can answer without waiting (one in this
@@ -205,7 +233,7 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         key: &str,
         token: &Token,
         ttl: Duration,
-    ) -> Option<Result<(), StoreError>> {
+    ) -> Option<Result<bool, StoreError>> {
         let _ = (key, token, ttl);
         None
     }
@@ -216,6 +244,34 @@ pub trait IdempotencyStore: Send + Sync + 'static {
     fn release_immediately(&self, key: &str, token: &Token) -> Option<Result<(), StoreError>> {
         let _ = (key, token);
         None
+    }
+}
+
+/// Keeps a claim alive while its handler runs; returned by [`IdempotencyStore::hold`].
+///
+/// It owns whatever renews the claim (a task handle, say) and stops the renewal when it is
+/// dropped.
+#[must_use = "the claim is renewed only while the hold lives"]
+pub struct Hold(Option<Box<dyn std::any::Any + Send + Sync>>);
+
+impl Hold {
+    /// A hold that renews nothing.
+    pub const fn none() -> Self {
+        Hold(None)
+    }
+
+    /// A hold that keeps `renewal` until the claim's outcome is recorded; give `renewal` a
+    /// `Drop` that stops renewing.
+    pub fn new(renewal: impl Send + Sync + 'static) -> Self {
+        Hold(Some(Box::new(renewal)))
+    }
+}
+
+impl fmt::Debug for Hold {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hold")
+            .field("renewing", &self.0.is_some())
+            .finish()
     }
 }
 

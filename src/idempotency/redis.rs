@@ -7,7 +7,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::Script;
 
-use super::{BoxFuture, Claim, IdempotencyStore, StoreError, Token};
+use super::{BoxFuture, Claim, Hold, IdempotencyStore, StoreError, Token};
 
 /// Claims atomically: `SET NX PX` with a unique token, else tell done from in flight.
 const CLAIM: &str = r"
@@ -32,10 +32,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Extends the lease only if the caller still holds the claim.
+const RENEW: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+";
+
 struct Scripts {
     claim: Script,
     complete: Script,
     release: Script,
+    renew: Script,
 }
 
 /// Deduplication state in Redis, shared by every instance that uses the same server and
@@ -127,6 +134,7 @@ impl RedisStore {
             &store.scripts.claim,
             &store.scripts.complete,
             &store.scripts.release,
+            &store.scripts.renew,
         ] {
             script
                 .load_async(&mut check)
@@ -144,6 +152,7 @@ impl RedisStore {
                 claim: Script::new(CLAIM),
                 complete: Script::new(COMPLETE),
                 release: Script::new(RELEASE),
+                renew: Script::new(RENEW),
             }),
             prefix: Arc::from(DEFAULT_PREFIX),
             timeout: DEFAULT_TIMEOUT,
@@ -162,15 +171,15 @@ impl RedisStore {
         self
     }
 
-    async fn with_retries<F>(&self, mut attempt: impl FnMut() -> F) -> Result<(), StoreError>
+    async fn with_retries<T, F>(&self, mut attempt: impl FnMut() -> F) -> Result<T, StoreError>
     where
-        F: std::future::Future<Output = Result<(), StoreError>>,
+        F: std::future::Future<Output = Result<T, StoreError>>,
     {
         let deadline = tokio::time::Instant::now() + RECORD_RETRY_FOR;
         let mut pause = Duration::from_millis(50);
         loop {
             match attempt().await {
-                Ok(()) => return Ok(()),
+                Ok(value) => return Ok(value),
                 Err(error) if tokio::time::Instant::now() + pause >= deadline => return Err(error),
                 Err(_) => {
                     tokio::time::sleep(pause).await;
@@ -213,6 +222,15 @@ impl RedisStore {
     }
 }
 
+/// Stops a renewal task when its claim's outcome is recorded.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Milliseconds for `PX`, within what Redis accepts.
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.min(super::MAX_DURATION).as_millis())
@@ -251,7 +269,7 @@ impl IdempotencyStore for RedisStore {
         key: &str,
         token: &Token,
         ttl: Duration,
-    ) -> BoxFuture<Result<(), StoreError>> {
+    ) -> BoxFuture<Result<bool, StoreError>> {
         // Recording the outcome rides out a short outage (a Redis restart): retried for a few
         // seconds, while the claim it replaces is still in place.
         let store = self.clone();
@@ -260,7 +278,7 @@ impl IdempotencyStore for RedisStore {
             store
                 .with_retries(|| {
                     let args = (token.clone(), ttl);
-                    store.run("complete", |s| &s.complete, key.clone(), args, |_| ())
+                    store.run("complete", |s| &s.complete, key.clone(), args, |n| n == 1)
                 })
                 .await
         })
@@ -277,6 +295,53 @@ impl IdempotencyStore for RedisStore {
                 })
                 .await
         })
+    }
+
+    fn complete_detached(&self, key: &str, token: &Token, ttl: Duration) {
+        // As `release_detached`: spawned on the current runtime; without one the claim stays
+        // until its lease runs out (it is never released).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let complete = self.complete(key, token, ttl);
+            runtime.spawn(async move {
+                if let Err(error) = complete.await {
+                    tracing::warn!(%error, "could not mark a webhook done; its claim expires with the lease");
+                }
+            });
+        }
+    }
+
+    /// Renews the lease every `lease / 3` from a task on the current Tokio runtime, until the
+    /// hold is dropped. A renewal that finds another holder stops and logs a warning; one that
+    /// fails (Redis unreachable) is tried again at the next tick, while the lease still runs.
+    fn hold(&self, key: &str, token: &Token, lease: Duration) -> Hold {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Hold::none();
+        };
+        let store = self.clone();
+        let (key, token) = (self.full_key(key), token.as_str().to_owned());
+        let every = (lease / 3).max(Duration::from_millis(1));
+        let task = runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let args = (token.clone(), millis(lease));
+                match store
+                    .run("renew", |s| &s.renew, key.clone(), args, |n| n == 1)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(
+                            "a running webhook handler lost its deduplication claim (its lease                              ran out before it was renewed): a retry may run it again"
+                        );
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "could not renew a deduplication claim; trying again");
+                    }
+                }
+            }
+        });
+        Hold::new(AbortOnDrop(task.abort_handle()))
     }
 
     fn release_detached(&self, key: &str, token: &Token) {

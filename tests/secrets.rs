@@ -187,3 +187,88 @@ fn debug_output_is_redacted() {
         }
     }
 }
+
+/// Under a flood, the rejection log stays small: ten lines a second naming the client's
+/// address, then one line summing up the rest per reason.
+#[tokio::test]
+async fn rejection_lines_name_the_peer_and_are_rate_limited() {
+    use axum::extract::{ConnectInfo, Request};
+    use metigan_webhook::PeerAddr;
+    use std::net::SocketAddr;
+
+    let (capture, _guard) = common::LogCapture::install();
+    let layer = MetiganSignatureLayer::builder()
+        .secret(SECRET)
+        .clock(|| T0)
+        .build()
+        .unwrap();
+    // With `axum::serve`, the peer's address comes from `ConnectInfo`: hand it to the layer.
+    let app = Router::new()
+        .route("/hook", post(|_e: VerifiedEvent| async { "OK" }))
+        .layer(layer)
+        .layer(axum::middleware::map_request(
+            |ConnectInfo(peer): ConnectInfo<SocketAddr>, mut request: Request| async move {
+                request.extensions_mut().insert(PeerAddr(peer));
+                request
+            },
+        ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app).await.unwrap();
+    });
+
+    let good = body("email.delivered");
+    let forged = sign("whsec_not_the_secret", T0, good.as_bytes());
+    let started = std::time::Instant::now();
+    for _ in 0..50 {
+        let answer = http_post(
+            addr,
+            "/hook",
+            &[("x-webhook-signature", &forged)],
+            good.clone(),
+        )
+        .await;
+        assert_eq!(answer.status, 401);
+    }
+    let flood_took = started.elapsed();
+    let log = capture.text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("Metigan webhook rejected"))
+        .collect();
+    if flood_took < Duration::from_millis(900) {
+        assert_eq!(lines.len(), 10, "{log}");
+    }
+    assert!(lines.len() < 50, "{log}");
+    for line in &lines {
+        assert!(line.contains("reason=\"signature_mismatch\""), "{line}");
+        assert!(line.contains("peer=127.0.0.1:"), "{line}");
+    }
+
+    // A second later, the next rejection opens a new window and sums up what was not logged.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let answer = http_post(addr, "/hook", &[], good.clone()).await;
+    assert_eq!(answer.status, 401);
+    let log = capture.text();
+    // Every forged request is either a line of its own or counted in a summary line.
+    let summaries: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("more requests were answered than logged"))
+        .collect();
+    assert!(!summaries.is_empty(), "a summary line: {log}");
+    let summed: usize = summaries
+        .iter()
+        .map(|line| {
+            let counts = line
+                .split("counts=signature_mismatch=")
+                .nth(1)
+                .unwrap_or("0");
+            let digits: String = counts.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(summed, 50 - lines.len(), "{log}");
+    assert!(log.contains("reason=\"missing_signature\""), "{log}");
+}

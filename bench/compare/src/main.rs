@@ -1,5 +1,6 @@
-//! Times the verifier and the envelope parse of two versions of the crate in alternating
-//! rounds (see run.sh), with a bare HMAC-SHA256 of the same bytes as the floor.
+//! Times the verifier, the envelope parse and a whole request through the layer, of two
+//! versions of the crate in alternating rounds (see run.sh), with a bare HMAC-SHA256 of the same
+//! bytes as the floor.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -14,6 +15,60 @@ use common::{event_body, NOW, SECRET};
 
 const ROUNDS: usize = 101;
 const ITERATIONS: u32 = 2000;
+
+/// Polls a future that never waits (a full body, an always-ready inner service) to its end.
+fn run<F: std::future::Future>(future: F) -> F::Output {
+    use std::task::{Context, Poll, Waker};
+    match std::pin::pin!(future).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("the layer waited on a ready body"),
+    }
+}
+
+/// One version's layer around a trivial inner service, as a closure sending one request: the
+/// signed 1 KiB event (`accepted`, with or without in-memory deduplication, every request its
+/// own `messageId`), or the same without its signature (`rejected`).
+macro_rules! layer_case {
+    ($krate:ident, $body:expr, $header:expr, $dedupe:expr, $signed:expr) => {{
+        use tower::{Layer, ServiceExt};
+        let mut builder = $krate::MetiganSignatureLayer::builder()
+            .secret(SECRET)
+            .clock(|| NOW);
+        if $dedupe {
+            builder = builder.deduplicate($krate::idempotency::Dedupe::in_memory());
+        }
+        let layer = builder.build().expect("valid secret");
+        let inner = tower::service_fn(|req: http::Request<$krate::VerifiedBody>| async move {
+            let ok = req.extensions().get::<$krate::VerifiedEvent>().is_some();
+            Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                Bytes::from_static(if ok { b"OK" } else { b"no event" }),
+            )))
+        });
+        let service = layer.layer(inner);
+        let body: Bytes = $body;
+        let header = http::HeaderValue::from_str(&$header).expect("header");
+        let mut n = 0u64;
+        Box::new(move || {
+            let mut request =
+                http::Request::post("/webhooks").body(http_body_util::Full::new(body.clone()));
+            if $dedupe {
+                // A new messageId each time: the store is filled and evicting, its worst case.
+                n += 1;
+                let text = String::from_utf8_lossy(&body).replacen("msg_", &format!("m{n:x}_"), 1);
+                let header = $krate::sign(SECRET, NOW, text.as_bytes());
+                request = http::Request::post("/webhooks")
+                    .header("x-webhook-signature", header)
+                    .body(http_body_util::Full::new(Bytes::from(text)));
+            } else if $signed {
+                request = http::Request::post("/webhooks")
+                    .header("x-webhook-signature", header.clone())
+                    .body(http_body_util::Full::new(body.clone()));
+            }
+            let response = run(service.clone().oneshot(request.expect("request"))).expect("answer");
+            black_box(response.status());
+        }) as Box<dyn FnMut() + '_>
+    }};
+}
 
 fn per_iteration(mut f: impl FnMut()) -> f64 {
     let start = Instant::now();
@@ -107,6 +162,30 @@ fn main() {
                 black_box(va.verify(black_box(Some(h)), None, &body, NOW).is_ok());
                 black_box(after::Envelope::parse(black_box(&body).clone()).is_ok());
             }),
+        ),
+        (
+            "layer_accepted/before",
+            layer_case!(before, body.clone(), header, false, true),
+        ),
+        (
+            "layer_accepted/after",
+            layer_case!(after, body.clone(), header, false, true),
+        ),
+        (
+            "layer_accepted_dedupe/before",
+            layer_case!(before, body.clone(), header, true, true),
+        ),
+        (
+            "layer_accepted_dedupe/after",
+            layer_case!(after, body.clone(), header, true, true),
+        ),
+        (
+            "layer_rejected_header/before",
+            layer_case!(before, body.clone(), header, false, false),
+        ),
+        (
+            "layer_rejected_header/after",
+            layer_case!(after, body.clone(), header, false, false),
         ),
     ];
 

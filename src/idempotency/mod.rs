@@ -407,8 +407,10 @@ impl Dedupe {
     }
 
     /// How long a claim lives if its holder never completes or releases it (a crashed
-    /// instance); default 60 s. Keep it longer than your slowest handler: a handler still
-    /// running when its lease ends no longer holds the key, and a retry may then run beside it.
+    /// instance); default 60 s. While the handler runs, the layer keeps the claim alive
+    /// ([`IdempotencyStore::hold`]: Redis renews it every `lease / 3`, the memory store holds
+    /// it until the request ends), so a slow handler does not lose its key; a shorter lease
+    /// frees the keys of a dead instance sooner.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.clamp(Duration::from_millis(1), MAX_DURATION);
         self

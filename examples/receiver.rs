@@ -1,5 +1,5 @@
 //! The Metigan webhook receiver: an axum service that verifies every delivery and prints one
-//! line per event.
+//! line per event, served by `metigan_webhook::server` so that it can face the internet.
 //!
 //! ```sh
 //! WEBHOOK_SECRET=whsec_... cargo run --release --example receiver
@@ -7,33 +7,84 @@
 //! ```
 //!
 //! Verified events answer `200 OK` and print one line to stdout; rejected requests answer
-//! 401 / 413 / 400 with the reason code (logged to stderr). Set `RUST_LOG` to change the log
-//! level (default `info`).
+//! 401 / 413 / 400 with the reason code (logged to stderr). Another method than `POST` on the
+//! route answers `405` before the signature is checked (a health checker's `GET` is not a
+//! rejection). Set `RUST_LOG` to change the log level (default `info`). What is printed from an
+//! event is escaped: a control character in a recipient cannot forge a second line.
 //!
 //! Retried deliveries are deduplicated on `<event>:<messageId>`: in memory by default, in Redis
 //! when `REDIS_URL` is set (so several receivers behind one URL never process an event twice).
 //! A duplicate answers `200 OK` and prints nothing. `DEDUPE=off` turns deduplication off, for a
 //! handler that is idempotent by itself (the HTTP benchmark also uses it, to show what the
 //! in-memory deduplication costs).
+//!
+//! Every limit of the edge is an environment variable (seconds may be fractional, `0.5`):
+//!
+//! | variable | default | bounds |
+//! |---|---|---|
+//! | `HEADER_READ_TIMEOUT_SECS` | 10 | time to send a request head, from the connection's start or the previous answer; idle connections are closed after it |
+//! | `BODY_READ_TIMEOUT_SECS` | 10 | time for a whole body, from the request's arrival (`400 body_read_error` after it) |
+//! | `REQUEST_TIMEOUT_SECS` | 25 | time to answer, under Metigan's 30 s (`503` + `Retry-After` after it) |
+//! | `MAX_CONNECTIONS` | 1024 | connections served at once; more wait until one closes |
+//! | `SHUTDOWN_TIMEOUT_SECS` | 10 | after SIGTERM / Ctrl-C, time for the requests in flight to finish |
+//! | `MAX_BUFFERED_BYTES` | 67108864 (64 MiB) | body bytes buffered at once by all requests; a request that would pass it gets `503` + `Retry-After` (`overloaded`); at least the 1 MiB body limit |
+//!
+//! A value that is not a positive number stops the receiver at start with one line (exit
+//! code 2).
 
+use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use axum::routing::post;
 use axum::Router;
 use metigan_webhook::idempotency::{Dedupe, RedisStore};
-use metigan_webhook::{EventType, MetiganSignatureLayer, VerifiedEvent};
+use metigan_webhook::server::{shutdown_signal, Server};
+use metigan_webhook::{EventType, MetiganSignatureLayer, VerifiedEvent, DEFAULT_BODY_LIMIT};
+
+/// Text from an event, printed with its control characters escaped (`\n`, `\r`, `\t`,
+/// `\u{1b}`, ...), as are backslashes and the Unicode line separators and direction
+/// overrides, so that a value can neither end the line nor rewrite it on a terminal.
+struct Escaped<'a>(&'a str);
+
+impl fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(needs_escape) {
+            f.write_str(&rest[..at])?;
+            let mut chars = rest[at..].chars();
+            let Some(c) = chars.next() else { break };
+            match c {
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                '\\' => f.write_str("\\\\")?,
+                c => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+            }
+            rest = chars.as_str();
+        }
+        f.write_str(rest)
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || c == '\\'
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
+        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
 
 /// The line printed for one event.
 fn describe(event: &VerifiedEvent) -> String {
-    let recipient = event.recipient().unwrap_or("unknown recipient");
+    let recipient = Escaped(event.recipient().unwrap_or("unknown recipient"));
     match event.event_type() {
         EventType::EmailDelivered => format!("Email delivered to {recipient}"),
         EventType::EmailOpened => format!("Email opened by {recipient}"),
         EventType::EmailClicked => format!("Link clicked in email to {recipient}"),
         EventType::EmailBounced => format!("Email bounced for {recipient}"),
-        other => format!("Received event: {other}"),
+        other => format!("Received event: {}", Escaped(other.as_str())),
     }
 }
 
@@ -45,26 +96,89 @@ async fn handle(event: VerifiedEvent) -> &'static str {
     "OK"
 }
 
-/// The application: one route behind the signature layer.
+/// The application: one route, its method checked before the signature layer.
 fn app(layer: MetiganSignatureLayer) -> Router {
-    Router::new()
-        .route("/webhooks/metigan", post(handle))
-        // `route_layer`: unknown paths still answer 404 instead of 401.
-        .route_layer(layer)
+    // `route_layer` on the method router wraps the POST handler only: a GET (a health checker,
+    // a browser) gets 405 from the router without the layer reading, checking or logging it,
+    // and unknown paths still answer 404.
+    Router::new().route("/webhooks/metigan", post(handle).route_layer(layer))
 }
 
-async fn config() -> Result<(MetiganSignatureLayer, SocketAddr), String> {
+struct Config {
+    layer: MetiganSignatureLayer,
+    addr: SocketAddr,
+    server: Server,
+}
+
+/// An environment variable that is set to something (an empty value counts as unset).
+fn var(name: &str) -> Result<Option<String>, String> {
+    match std::env::var(name) {
+        Ok(value) if value.is_empty() => Ok(None),
+        Ok(value) => Ok(Some(value)),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    }
+}
+
+/// A duration in seconds, fractions allowed (`0.5`); more than zero.
+fn seconds(name: &str, default: u64) -> Result<Duration, String> {
+    let Some(value) = var(name)? else {
+        return Ok(Duration::from_secs(default));
+    };
+    value
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|secs| *secs > 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| {
+            format!(
+                "{name} must be a positive number of seconds (such as 10 or 0.5), got {value:?}"
+            )
+        })
+}
+
+/// A whole number, at least `min`.
+fn count(name: &str, default: usize, min: usize) -> Result<usize, String> {
+    let Some(value) = var(name)? else {
+        return Ok(default);
+    };
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n >= min)
+        .ok_or_else(|| format!("{name} must be a whole number of at least {min}, got {value:?}"))
+}
+
+/// The edge's limits, from the environment.
+fn server() -> Result<Server, String> {
+    Ok(Server::new()
+        .header_read_timeout(seconds("HEADER_READ_TIMEOUT_SECS", 10)?)
+        .body_read_timeout(seconds("BODY_READ_TIMEOUT_SECS", 10)?)
+        .request_timeout(seconds("REQUEST_TIMEOUT_SECS", 25)?)
+        .max_connections(count("MAX_CONNECTIONS", 1024, 1)?)
+        .shutdown_timeout(seconds("SHUTDOWN_TIMEOUT_SECS", 10)?))
+}
+
+async fn config() -> Result<Config, String> {
     let secret = std::env::var("WEBHOOK_SECRET").map_err(|_| {
         "WEBHOOK_SECRET is not set: export the secret shown in Metigan's webhook settings"
             .to_owned()
     })?;
-    let builder = MetiganSignatureLayer::builder().secret(&secret);
     let port = match std::env::var("PORT") {
         Ok(port) => port
             .parse::<u16>()
             .map_err(|_| format!("PORT must be a number from 0 to 65535, got {port:?}"))?,
         Err(_) => 3000,
     };
+    let addr = SocketAddr::from(([0, 0, 0, 0], port));
+    let server = server()?;
+    // A bound under the body limit would refuse the largest genuine deliveries forever.
+    let max_buffered = count("MAX_BUFFERED_BYTES", 64 * 1024 * 1024, DEFAULT_BODY_LIMIT)?;
+    // TODO(edge-server): `.max_buffered_bytes(max_buffered)` once the layer has it (main).
+    let _ = max_buffered;
+    let builder = MetiganSignatureLayer::builder().secret(&secret);
     // Check the secret before connecting anywhere.
     MetiganSignatureLayer::new(&secret).map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
     let redis_url = std::env::var("REDIS_URL")
@@ -83,7 +197,11 @@ async fn config() -> Result<(MetiganSignatureLayer, SocketAddr), String> {
                 .build()
                 .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
             tracing::info!("deduplication is off (DEDUPE=off)");
-            return Ok((layer, SocketAddr::from(([0, 0, 0, 0], port))));
+            return Ok(Config {
+                layer,
+                addr,
+                server,
+            });
         }
         Ok(other) => return Err(format!("DEDUPE must be `on` or `off`, got {other:?}")),
     }
@@ -101,7 +219,11 @@ async fn config() -> Result<(MetiganSignatureLayer, SocketAddr), String> {
         .deduplicate(dedupe)
         .build()
         .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
-    Ok((layer, SocketAddr::from(([0, 0, 0, 0], port))))
+    Ok(Config {
+        layer,
+        addr,
+        server,
+    })
 }
 
 #[tokio::main]
@@ -114,7 +236,11 @@ async fn main() -> ExitCode {
         )
         .init();
 
-    let (layer, addr) = match config().await {
+    let Config {
+        layer,
+        addr,
+        server,
+    } = match config().await {
         Ok(config) => config,
         Err(message) => {
             eprintln!("receiver: {message}");
@@ -129,38 +255,12 @@ async fn main() -> ExitCode {
         }
     };
     let local = listener.local_addr().map_or(addr, |a| a);
-    tracing::info!("listening on http://{local}/webhooks/metigan");
-    match axum::serve(listener, app(layer))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-    {
+    tracing::info!(?server, "listening on http://{local}/webhooks/metigan");
+    match server.serve(listener, app(layer), shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("receiver: server error: {e}");
             ExitCode::from(1)
         }
     }
-}
-
-/// Ctrl-C or SIGTERM: finish the requests in flight, then exit.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
 }

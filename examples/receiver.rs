@@ -32,17 +32,19 @@
 //! A value that is not a positive number stops the receiver at start with one line (exit
 //! code 2).
 
+#[path = "support/edge.rs"]
+mod edge;
+
 use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use axum::routing::post;
 use axum::Router;
 use metigan_webhook::idempotency::{Dedupe, RedisStore};
 use metigan_webhook::server::{shutdown_signal, Server};
-use metigan_webhook::{EventType, MetiganSignatureLayer, VerifiedEvent, DEFAULT_BODY_LIMIT};
+use metigan_webhook::{EventType, MetiganSignatureLayer, VerifiedEvent};
 
 /// Text from an event, printed with its control characters escaped (`\n`, `\r`, `\t`,
 /// `\u{1b}`, ...), as are backslashes and the Unicode line separators and direction
@@ -110,57 +112,6 @@ struct Config {
     server: Server,
 }
 
-/// An environment variable that is set to something (an empty value counts as unset).
-fn var(name: &str) -> Result<Option<String>, String> {
-    match std::env::var(name) {
-        Ok(value) if value.is_empty() => Ok(None),
-        Ok(value) => Ok(Some(value)),
-        Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
-    }
-}
-
-/// A duration in seconds, fractions allowed (`0.5`); more than zero.
-fn seconds(name: &str, default: u64) -> Result<Duration, String> {
-    let Some(value) = var(name)? else {
-        return Ok(Duration::from_secs(default));
-    };
-    value
-        .trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|secs| *secs > 0.0)
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| {
-            format!(
-                "{name} must be a positive number of seconds (such as 10 or 0.5), got {value:?}"
-            )
-        })
-}
-
-/// A whole number, at least `min`.
-fn count(name: &str, default: usize, min: usize) -> Result<usize, String> {
-    let Some(value) = var(name)? else {
-        return Ok(default);
-    };
-    value
-        .trim()
-        .parse::<usize>()
-        .ok()
-        .filter(|n| *n >= min)
-        .ok_or_else(|| format!("{name} must be a whole number of at least {min}, got {value:?}"))
-}
-
-/// The edge's limits, from the environment.
-fn server() -> Result<Server, String> {
-    Ok(Server::new()
-        .header_read_timeout(seconds("HEADER_READ_TIMEOUT_SECS", 10)?)
-        .body_read_timeout(seconds("BODY_READ_TIMEOUT_SECS", 10)?)
-        .request_timeout(seconds("REQUEST_TIMEOUT_SECS", 25)?)
-        .max_connections(count("MAX_CONNECTIONS", 1024, 1)?)
-        .shutdown_timeout(seconds("SHUTDOWN_TIMEOUT_SECS", 10)?))
-}
-
 async fn config() -> Result<Config, String> {
     let secret = std::env::var("WEBHOOK_SECRET").map_err(|_| {
         "WEBHOOK_SECRET is not set: export the secret shown in Metigan's webhook settings"
@@ -173,9 +124,8 @@ async fn config() -> Result<Config, String> {
         Err(_) => 3000,
     };
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
-    let server = server()?;
-    // A bound under the body limit would refuse the largest genuine deliveries forever.
-    let max_buffered = count("MAX_BUFFERED_BYTES", 64 * 1024 * 1024, DEFAULT_BODY_LIMIT)?;
+    let server = edge::server()?;
+    let max_buffered = edge::max_buffered_bytes()?;
     // TODO(edge-server): `.max_buffered_bytes(max_buffered)` once the layer has it (main).
     let _ = max_buffered;
     let builder = MetiganSignatureLayer::builder().secret(&secret);

@@ -341,6 +341,7 @@ impl Server {
 
         drop(listener);
         let _ = stop_connections.send(());
+        while connections.try_join_next().is_some() {}
         let open = connections.len();
         if open > 0 {
             tracing::info!(open, "shutting down: finishing the requests in flight");

@@ -97,10 +97,9 @@ fn config() -> Result<(MetiganSignatureLayer, SocketAddr, Server), String> {
     })?;
     let server = edge::server()?;
     let max_buffered = edge::max_buffered_bytes()?;
-    // TODO(edge-server): `.max_buffered_bytes(max_buffered)` once the layer has it (main).
-    let _ = max_buffered;
     let layer = MetiganSignatureLayer::builder()
         .secret(&secret)
+        .max_buffered_bytes(max_buffered)
         .build()
         .map_err(|err| format!("WEBHOOK_SECRET: {err}"))?;
     let port = match std::env::var("PORT") {

@@ -126,9 +126,9 @@ async fn config() -> Result<Config, String> {
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
     let server = edge::server()?;
     let max_buffered = edge::max_buffered_bytes()?;
-    // TODO(edge-server): `.max_buffered_bytes(max_buffered)` once the layer has it (main).
-    let _ = max_buffered;
-    let builder = MetiganSignatureLayer::builder().secret(&secret);
+    let builder = MetiganSignatureLayer::builder()
+        .secret(&secret)
+        .max_buffered_bytes(max_buffered);
     // Check the secret before connecting anywhere.
     MetiganSignatureLayer::new(&secret).map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
     let redis_url = std::env::var("REDIS_URL")

@@ -135,10 +135,9 @@ fn config() -> Result<Config, String> {
         .map_err(|_| "WEBHOOK_SECRET is not set: export the webhook's secret".to_owned())?;
     let server = edge::server()?;
     let max_buffered = edge::max_buffered_bytes()?;
-    // TODO(edge-server): `.max_buffered_bytes(max_buffered)` once the layer has it (main).
-    let _ = max_buffered;
     let layer = MetiganSignatureLayer::builder()
         .secret(secret)
+        .max_buffered_bytes(max_buffered)
         .build()
         .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
     let port = match std::env::var("PORT") {

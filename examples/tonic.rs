@@ -117,10 +117,9 @@ async fn run() -> Result<(), String> {
     // contain it.
     let server = edge::server()?;
     let max_buffered = edge::max_buffered_bytes()?;
-    // TODO(edge-server): `.max_buffered_bytes(max_buffered)` once the layer has it (main).
-    let _ = max_buffered;
     let layer = MetiganSignatureLayer::builder()
         .secret(&secret)
+        .max_buffered_bytes(max_buffered)
         .build()
         .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
     let addr = SocketAddr::from(([0, 0, 0, 0], port()?));

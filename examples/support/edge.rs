@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use metigan_webhook::server::Server;
-use metigan_webhook::DEFAULT_BODY_LIMIT;
+use metigan_webhook::{DEFAULT_BODY_LIMIT, DEFAULT_MAX_BUFFERED_BYTES};
 
 /// `HEADER_READ_TIMEOUT_SECS` (10), `BODY_READ_TIMEOUT_SECS` (10), `REQUEST_TIMEOUT_SECS` (25),
 /// `MAX_CONNECTIONS` (1024) and `SHUTDOWN_TIMEOUT_SECS` (10).
@@ -21,7 +21,11 @@ pub fn server() -> Result<Server, String> {
 /// `MAX_BUFFERED_BYTES` (64 MiB), for the layer's `max_buffered_bytes`: at least the 1 MiB
 /// body limit, or the largest genuine deliveries would be refused forever.
 pub fn max_buffered_bytes() -> Result<usize, String> {
-    count("MAX_BUFFERED_BYTES", 64 * 1024 * 1024, DEFAULT_BODY_LIMIT)
+    count(
+        "MAX_BUFFERED_BYTES",
+        DEFAULT_MAX_BUFFERED_BYTES,
+        DEFAULT_BODY_LIMIT,
+    )
 }
 
 /// A variable that is set to something.

@@ -571,3 +571,30 @@ fn usual_services_fit() {
         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::new())))
     }));
 }
+
+#[tokio::test]
+async fn timeouts_too_long_for_the_clock_are_capped_not_a_panic() {
+    let server = start(
+        Server::new()
+            .header_read_timeout(Duration::MAX)
+            .body_read_timeout(Duration::MAX)
+            .request_timeout(Duration::MAX)
+            .shutdown_timeout(Duration::MAX)
+            .max_connections(usize::MAX),
+        app(),
+    )
+    .await;
+    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /peer HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(stream);
+    // Nothing in flight: the shutdown closes the idle connection at once.
+    assert!(server.shut_down().await < MARGIN);
+    let (read, _) = until_closed(&mut idle, Instant::now()).await;
+    assert_eq!(read, "");
+}

@@ -116,6 +116,18 @@ const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The pause after an accept error that is not about one connection (out of file
 /// descriptors, for example), so the loop does not spin.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// The longest timeout the builder keeps: a longer one is taken as this (an instant that far
+/// ahead still fits every clock).
+const MAX_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// `timeout`, at most [`MAX_TIMEOUT`].
+const fn bounded(timeout: Duration) -> Duration {
+    if timeout.as_secs() >= MAX_TIMEOUT.as_secs() {
+        MAX_TIMEOUT
+    } else {
+        timeout
+    }
+}
 
 /// Serves a Tower service with bounded timeouts, a connection cap and a graceful-shutdown
 /// deadline (see the [module docs](self)).
@@ -162,6 +174,8 @@ impl Default for Server {
 impl Server {
     /// A server with the defaults: 10 s to send a request head, 10 s for a body, 25 s for an
     /// answer, 1024 connections, 10 s to shut down.
+    ///
+    /// Every timeout can be set up to a year (a longer one is taken as a year).
     pub const fn new() -> Self {
         Server {
             header_read_timeout: Duration::from_secs(10),
@@ -178,7 +192,7 @@ impl Server {
     /// A connection that sends nothing, sends half a head, or stays idle between requests for
     /// this long is closed.
     pub const fn header_read_timeout(mut self, timeout: Duration) -> Self {
-        self.header_read_timeout = timeout;
+        self.header_read_timeout = bounded(timeout);
         self
     }
 
@@ -187,7 +201,7 @@ impl Server {
     /// Past it, the body ends with a [`BodyError`] (`MetiganSignature` answers
     /// `400 body_read_error`, and the connection is closed).
     pub const fn body_read_timeout(mut self, timeout: Duration) -> Self {
-        self.body_read_timeout = timeout;
+        self.body_read_timeout = bounded(timeout);
         self
     }
 
@@ -197,7 +211,7 @@ impl Server {
     /// Past it, the service's future is dropped and the client gets `503 Service Unavailable`
     /// with `Retry-After: 5` (a gRPC request: trailers-only `grpc-status` 14 `UNAVAILABLE`).
     pub const fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout;
+        self.request_timeout = bounded(timeout);
         self
     }
 
@@ -213,7 +227,7 @@ impl Server {
     /// How long [`serve`](Self::serve) lets the requests in flight finish after the shutdown
     /// signal, before it closes the connections still open; default 10 s.
     pub const fn shutdown_timeout(mut self, timeout: Duration) -> Self {
-        self.shutdown_timeout = timeout;
+        self.shutdown_timeout = bounded(timeout);
         self
     }
 

@@ -34,8 +34,9 @@
 
 #[path = "support/edge.rs"]
 mod edge;
+#[path = "support/escape.rs"]
+mod escape;
 
-use std::fmt;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -46,37 +47,7 @@ use metigan_webhook::idempotency::{Dedupe, RedisStore};
 use metigan_webhook::server::{shutdown_signal, Server};
 use metigan_webhook::{EventType, MetiganSignatureLayer, VerifiedEvent};
 
-/// Text from an event, printed with its control characters escaped (`\n`, `\r`, `\t`,
-/// `\u{1b}`, ...), as are backslashes and the Unicode line separators and direction
-/// overrides, so that a value can neither end the line nor rewrite it on a terminal.
-struct Escaped<'a>(&'a str);
-
-impl fmt::Display for Escaped<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(at) = rest.find(needs_escape) {
-            f.write_str(&rest[..at])?;
-            let mut chars = rest[at..].chars();
-            let Some(c) = chars.next() else { break };
-            match c {
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                '\\' => f.write_str("\\\\")?,
-                c => write!(f, "\\u{{{:x}}}", u32::from(c))?,
-            }
-            rest = chars.as_str();
-        }
-        f.write_str(rest)
-    }
-}
-
-fn needs_escape(c: char) -> bool {
-    c.is_control()
-        || c == '\\'
-        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}')
-        || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
-}
+use escape::Escaped;
 
 /// The line printed for one event.
 fn describe(event: &VerifiedEvent) -> String {

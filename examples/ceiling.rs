@@ -5,10 +5,14 @@
 //! PORT=3001 cargo run --release --example ceiling
 //! ```
 //!
-//! Same axum server, route and handler as `examples/receiver.rs`: the body is read, the
-//! envelope parsed and the receiver's line printed to stdout. Only the signature check (and the
-//! deduplication, which the layer carries) is skipped, so the receiver's throughput divided by
-//! this one's is the cost of the layer in a real server.
+//! Same server (`metigan_webhook::server` with its defaults), route and handler as
+//! `examples/receiver.rs`: the body is read, the envelope parsed and the receiver's line
+//! (escaped) printed to stdout. Only the signature check (and the deduplication, which the
+//! layer carries) is skipped, so the receiver's throughput divided by this one's is the cost of
+//! the layer in a real server.
+
+#[path = "support/escape.rs"]
+mod escape;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -18,17 +22,20 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
+use metigan_webhook::server::{shutdown_signal, Server};
 use metigan_webhook::{Envelope, EventType, VerifiedEvent, DEFAULT_BODY_LIMIT};
+
+use escape::Escaped;
 
 /// The line printed for one event (the receiver's).
 fn describe(event: &VerifiedEvent) -> String {
-    let recipient = event.recipient().unwrap_or("unknown recipient");
+    let recipient = Escaped(event.recipient().unwrap_or("unknown recipient"));
     match event.event_type() {
         EventType::EmailDelivered => format!("Email delivered to {recipient}"),
         EventType::EmailOpened => format!("Email opened by {recipient}"),
         EventType::EmailClicked => format!("Link clicked in email to {recipient}"),
         EventType::EmailBounced => format!("Email bounced for {recipient}"),
-        other => format!("Received event: {other}"),
+        other => format!("Received event: {}", Escaped(other.as_str())),
     }
 }
 
@@ -78,7 +85,7 @@ async fn main() -> ExitCode {
     };
     tracing::info!("listening on http://{addr}/webhooks/metigan (NO signature check)");
     let app = Router::new().route("/webhooks/metigan", post(handle));
-    match axum::serve(listener, app).await {
+    match Server::new().serve(listener, app, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ceiling: server error: {e}");

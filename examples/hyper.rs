@@ -1,5 +1,6 @@
-//! A Metigan webhook receiver on bare hyper 1 + hyper-util, no framework: the signature layer
-//! around a `tower::service_fn` handler, at any path.
+//! A Metigan webhook receiver without a framework: the signature layer around a
+//! `tower::service_fn` handler, at any path, served by `metigan_webhook::server` (hyper 1 +
+//! hyper-util underneath).
 //!
 //! ```sh
 //! WEBHOOK_SECRET=whsec_... PORT=3000 cargo run --example hyper
@@ -7,8 +8,11 @@
 //!
 //! `PORT` defaults to 3000 (all interfaces). Each verified event prints one line to stdout and
 //! answers `200 OK`; rejected requests answer 401 / 413 / 400 with the reason code and are
-//! logged to stderr (`RUST_LOG` sets the level, default `info`). Ctrl-C stops accepting and
-//! lets the requests in flight finish.
+//! logged to stderr (`RUST_LOG` sets the level, default `info`). A method other than `POST`
+//! answers `405` with `Allow: POST` before the layer runs. Ctrl-C or SIGTERM stops accepting and
+//! lets the requests in flight finish. The edge limits are the receiver's environment variables
+//! (`HEADER_READ_TIMEOUT_SECS`, `BODY_READ_TIMEOUT_SECS`, `REQUEST_TIMEOUT_SECS`,
+//! `MAX_CONNECTIONS`, `SHUTDOWN_TIMEOUT_SECS`, `MAX_BUFFERED_BYTES`; see `examples/receiver.rs`).
 //!
 //! Try it with a delivery signed like Metigan does (HMAC-SHA256 of `<t>.<body>`):
 //!
@@ -23,21 +27,21 @@
 //! # 401 missing_signature
 //! ```
 
+#[path = "support/edge.rs"]
+mod edge;
+
 use std::convert::Infallible;
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
-use metigan_webhook::{MetiganSignatureLayer, VerifiedBody, VerifiedEvent};
-use tower::ServiceBuilder;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use metigan_webhook::server::{shutdown_signal, Server, ServerBody};
+use metigan_webhook::{MetiganSignatureLayer, ResponseBody, VerifiedBody, VerifiedEvent};
+use tower::{Service, ServiceBuilder, ServiceExt};
 
 /// The handler: runs only for verified requests, with the event in the extensions.
 async fn handle(req: Request<VerifiedBody>) -> Result<Response<Full<Bytes>>, Infallible> {
@@ -49,9 +53,9 @@ async fn handle(req: Request<VerifiedBody>) -> Result<Response<Full<Bytes>>, Inf
     };
     let line = format!(
         "{} messageId={} recipient={}",
-        event.event_type(),
-        event.message_id().unwrap_or("-"),
-        event.recipient().unwrap_or("-"),
+        event.event_type().as_str().escape_debug(),
+        event.message_id().unwrap_or("-").escape_debug(),
+        event.recipient().unwrap_or("-").escape_debug(),
     );
     // One line per event, flushed at once so a pipe sees it immediately.
     let mut out = std::io::stdout().lock();
@@ -59,21 +63,52 @@ async fn handle(req: Request<VerifiedBody>) -> Result<Response<Full<Bytes>>, Inf
     Ok(Response::new(Full::new(Bytes::from_static(b"OK"))))
 }
 
+/// Webhooks are POSTed: any other method gets `405` before the layer reads or logs anything.
+async fn post_only<S>(
+    verified: S,
+    req: Request<ServerBody>,
+) -> Result<Response<Either<ResponseBody<Full<Bytes>>, Full<Bytes>>>, Infallible>
+where
+    S: Service<
+        Request<ServerBody>,
+        Response = Response<ResponseBody<Full<Bytes>>>,
+        Error = Infallible,
+    >,
+{
+    if req.method() != Method::POST {
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+            b"method not allowed: webhooks are POSTed\n",
+        ))));
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return Ok(response);
+    }
+    let response = verified.oneshot(req).await?;
+    Ok(response.map(Either::Left))
+}
+
 /// Reads the configuration from the environment; the error is a one-line message.
-fn config() -> Result<(MetiganSignatureLayer, SocketAddr), String> {
+fn config() -> Result<(MetiganSignatureLayer, SocketAddr, Server), String> {
     let secret = std::env::var("WEBHOOK_SECRET").map_err(|_| {
         "WEBHOOK_SECRET is not set: export the secret shown in Metigan's webhook settings"
             .to_owned()
     })?;
-    let layer =
-        MetiganSignatureLayer::new(&secret).map_err(|err| format!("WEBHOOK_SECRET: {err}"))?;
+    let server = edge::server()?;
+    let max_buffered = edge::max_buffered_bytes()?;
+    let layer = MetiganSignatureLayer::builder()
+        .secret(&secret)
+        .max_buffered_bytes(max_buffered)
+        .build()
+        .map_err(|err| format!("WEBHOOK_SECRET: {err}"))?;
     let port = match std::env::var("PORT") {
         Ok(port) => port
             .parse::<u16>()
             .map_err(|_| format!("PORT must be a port number, got {port:?}"))?,
         Err(_) => 3000,
     };
-    Ok((layer, SocketAddr::from(([0, 0, 0, 0], port))))
+    Ok((layer, SocketAddr::from(([0, 0, 0, 0], port)), server))
 }
 
 #[tokio::main]
@@ -87,7 +122,7 @@ async fn main() -> ExitCode {
         )
         .init();
 
-    let (layer, addr) = match config() {
+    let (layer, addr, server) = match config() {
         Ok(config) => config,
         Err(message) => {
             eprintln!("error: {message}");
@@ -101,49 +136,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    eprintln!("listening on http://{addr} (any path)");
+    let local = listener.local_addr().unwrap_or(addr);
+    eprintln!("listening on http://{local} (any path)");
 
-    // The whole application: verification, then the handler. Cloned once per connection.
-    let service = ServiceBuilder::new()
+    // The whole application: the method, then verification, then the handler. The server
+    // clones it for every request.
+    let verified = ServiceBuilder::new()
         .layer(layer)
         .service(tower::service_fn(handle));
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(err) => {
-                    // Out of file descriptors and the like: wait a little, keep serving.
-                    tracing::warn!(%err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = &mut ctrl_c => break,
-        };
-        let connection = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            )
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%err, "connection error");
-            }
-        });
+    let app = tower::service_fn(move |req| post_only(verified.clone(), req));
+    match server.serve(listener, app, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: server: {err}");
+            ExitCode::FAILURE
+        }
     }
-
-    eprintln!("shutting down");
-    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
-        .await
-        .is_err()
-    {
-        eprintln!("some connections did not finish within 10 s");
-    }
-    ExitCode::SUCCESS
 }

@@ -6,6 +6,11 @@
 //! # PORT (default 3000); the schema is created on start if the file is new
 //! ```
 //!
+//! It is served by `metigan_webhook::server`, with the receiver's edge limits from the same
+//! environment variables (`HEADER_READ_TIMEOUT_SECS`, `BODY_READ_TIMEOUT_SECS`,
+//! `REQUEST_TIMEOUT_SECS`, `MAX_CONNECTIONS`, `SHUTDOWN_TIMEOUT_SECS`, `MAX_BUFFERED_BYTES`;
+//! see `examples/receiver.rs`). A method other than `POST` answers 405 before the layer runs.
+//!
 //! | event | effect |
 //! |---|---|
 //! | `email.bounced`, hard (`data.bounceType` = `hard`) | the contact's `status` becomes `invalid` |
@@ -27,6 +32,9 @@
 //!
 //! A database error answers `500`: the layer releases its key and Metigan retries later.
 
+#[path = "support/edge.rs"]
+mod edge;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +46,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use metigan_webhook::idempotency::Dedupe;
+use metigan_webhook::server::{shutdown_signal, Server};
 use metigan_webhook::{EventType, MetiganSignatureLayer, VerifiedEvent};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -94,11 +103,13 @@ impl Notifier for StderrNotifier {
                 recipient,
                 message_id,
             } => {
+                // Escaped: a recipient with a newline cannot forge a second line.
                 let mut err = std::io::stderr().lock();
                 let _ = writeln!(
                     err,
-                    "ALERT spam complaint: {recipient} was unsubscribed (messageId {})",
-                    message_id.as_deref().unwrap_or("-")
+                    "ALERT spam complaint: {} was unsubscribed (messageId {})",
+                    recipient.escape_debug(),
+                    message_id.as_deref().unwrap_or("-").escape_debug()
                 );
             }
         }
@@ -263,9 +274,9 @@ async fn handle(State(app): State<App>, event: VerifiedEvent) -> (StatusCode, &'
 }
 
 fn app(layer: MetiganSignatureLayer, state: App) -> Router {
+    // The method first: a GET gets 405 without the layer reading or logging it.
     Router::new()
-        .route("/webhooks/metigan", post(handle))
-        .route_layer(layer)
+        .route("/webhooks/metigan", post(handle).route_layer(layer))
         .with_state(state)
 }
 
@@ -280,11 +291,21 @@ fn open(path: &PathBuf) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn config() -> Result<(MetiganSignatureLayer, PathBuf, SocketAddr), String> {
+struct Config {
+    layer: MetiganSignatureLayer,
+    db: PathBuf,
+    addr: SocketAddr,
+    server: Server,
+}
+
+fn config() -> Result<Config, String> {
     let secret = std::env::var("WEBHOOK_SECRET")
         .map_err(|_| "WEBHOOK_SECRET is not set: export the webhook's secret".to_owned())?;
+    let server = edge::server()?;
+    let max_buffered = edge::max_buffered_bytes()?;
     let layer = MetiganSignatureLayer::builder()
         .secret(secret)
+        .max_buffered_bytes(max_buffered)
         .deduplicate(Dedupe::in_memory())
         .build()
         .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
@@ -296,7 +317,12 @@ fn config() -> Result<(MetiganSignatureLayer, PathBuf, SocketAddr), String> {
             .map_err(|_| format!("PORT must be a number from 0 to 65535, got {port:?}"))?,
         Err(_) => 3000,
     };
-    Ok((layer, db, SocketAddr::from(([0, 0, 0, 0], port))))
+    Ok(Config {
+        layer,
+        db,
+        addr: SocketAddr::from(([0, 0, 0, 0], port)),
+        server,
+    })
 }
 
 #[tokio::main]
@@ -308,7 +334,12 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let (layer, db_path, addr) = match config() {
+    let Config {
+        layer,
+        db: db_path,
+        addr,
+        server,
+    } = match config() {
         Ok(config) => config,
         Err(message) => {
             eprintln!("mailing_list: {message}");
@@ -335,8 +366,8 @@ async fn main() -> ExitCode {
     };
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!(db = %db_path.display(), "listening on http://{local}/webhooks/metigan");
-    match axum::serve(listener, app(layer, state))
-        .with_graceful_shutdown(shutdown_signal())
+    match server
+        .serve(listener, app(layer, state), shutdown_signal())
         .await
     {
         Ok(()) => ExitCode::SUCCESS,
@@ -345,27 +376,4 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
 }

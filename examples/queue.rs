@@ -8,6 +8,11 @@
 //! # WORK_DELAY_MS (simulated slow work per event, default 0)
 //! ```
 //!
+//! It is served by `metigan_webhook::server`, with the receiver's edge limits from the same
+//! environment variables (`HEADER_READ_TIMEOUT_SECS`, `BODY_READ_TIMEOUT_SECS`,
+//! `REQUEST_TIMEOUT_SECS`, `MAX_CONNECTIONS`, `SHUTDOWN_TIMEOUT_SECS`, `MAX_BUFFERED_BYTES`;
+//! see `examples/receiver.rs`). A method other than `POST` answers 405 before the layer runs.
+//!
 //! # When is the dedupe key completed?
 //!
 //! The layer claims the key (`<event>:<messageId>`) before calling the handler, and completes it
@@ -31,6 +36,9 @@
 //! The worker prints `processing <event> <messageId>` and `processed <event> <messageId>` on
 //! stdout for every event.
 
+#[path = "support/edge.rs"]
+mod edge;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -42,6 +50,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use metigan_webhook::idempotency::Dedupe;
+use metigan_webhook::server::{shutdown_signal, Server};
 use metigan_webhook::{MetiganSignatureLayer, VerifiedEvent};
 use tokio::sync::mpsc;
 
@@ -91,15 +100,16 @@ fn say(line: &str) {
 }
 
 fn app(layer: MetiganSignatureLayer, queue: Queue) -> Router {
+    // The method first: a GET gets 405 without the layer reading or logging it.
     Router::new()
-        .route("/webhooks/metigan", post(enqueue))
-        .route_layer(layer)
+        .route("/webhooks/metigan", post(enqueue).route_layer(layer))
         .with_state(queue)
 }
 
 struct Config {
     layer: MetiganSignatureLayer,
     addr: SocketAddr,
+    server: Server,
     capacity: usize,
     delay: Duration,
 }
@@ -116,8 +126,11 @@ fn number<T: std::str::FromStr>(name: &str, default: T) -> Result<T, String> {
 fn config() -> Result<Config, String> {
     let secret = std::env::var("WEBHOOK_SECRET")
         .map_err(|_| "WEBHOOK_SECRET is not set: export the webhook's secret".to_owned())?;
+    let server = edge::server()?;
+    let max_buffered = edge::max_buffered_bytes()?;
     let layer = MetiganSignatureLayer::builder()
         .secret(secret)
+        .max_buffered_bytes(max_buffered)
         .deduplicate(Dedupe::in_memory())
         .build()
         .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
@@ -128,6 +141,7 @@ fn config() -> Result<Config, String> {
     Ok(Config {
         layer,
         addr: SocketAddr::from(([0, 0, 0, 0], number("PORT", 3000)?)),
+        server,
         capacity,
         delay: Duration::from_millis(number("WORK_DELAY_MS", 0)?),
     })
@@ -163,8 +177,13 @@ async fn main() -> ExitCode {
         capacity = config.capacity,
         "listening on http://{local}/webhooks/metigan"
     );
-    let served = axum::serve(listener, app(config.layer, Queue { sender }))
-        .with_graceful_shutdown(shutdown_signal())
+    let served = config
+        .server
+        .serve(
+            listener,
+            app(config.layer, Queue { sender }),
+            shutdown_signal(),
+        )
         .await;
     // The server, and with it every sender, is gone: the worker drains what is queued, then
     // stops.
@@ -181,27 +200,4 @@ async fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
 }

@@ -13,25 +13,31 @@
 //! curl --cacert /tmp/metigan-webhook-dev-cert.pem https://localhost:3443/webhooks/metigan ...
 //! ```
 //!
-//! `PORT` defaults to 3443. HTTP/1.1 and HTTP/2 are offered through ALPN. A TLS handshake has
-//! 10 s to complete, so a client that connects and sends nothing cannot hold a task forever.
-//! On SIGTERM / Ctrl-C the server stops accepting and gives open connections 10 s to finish.
+//! `PORT` defaults to 3443. HTTP/1.1 and HTTP/2 are offered through ALPN. The server is
+//! `metigan_webhook::server` with the TLS accept as its handshake: the handshake and the first
+//! request head must arrive within the header-read timeout, so a client that connects and sends
+//! nothing cannot hold a connection. Every edge limit is the receiver's environment variable
+//! (`HEADER_READ_TIMEOUT_SECS`, `BODY_READ_TIMEOUT_SECS`, `REQUEST_TIMEOUT_SECS`,
+//! `MAX_CONNECTIONS`, `SHUTDOWN_TIMEOUT_SECS`, `MAX_BUFFERED_BYTES`; see `examples/receiver.rs`).
+//! On SIGTERM / Ctrl-C the server stops accepting and gives open connections
+//! `SHUTDOWN_TIMEOUT_SECS` (10) to finish. A method other than `POST` answers 405 before the
+//! signature layer runs.
 //!
 //! Behind a TLS-terminating proxy or load balancer (nginx, a cloud load balancer, a tunnel),
 //! you do not need this: run the plain `receiver` example behind it.
+
+#[path = "support/edge.rs"]
+mod edge;
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::routing::post;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use metigan_webhook::server::{shutdown_signal, Server};
 use metigan_webhook::{MetiganSignatureLayer, VerifiedEvent};
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -40,14 +46,15 @@ use tokio_rustls::TlsAcceptor;
 
 async fn handle(event: VerifiedEvent) -> &'static str {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "Received event: {}", event.event_type()).and_then(|()| out.flush());
+    // Escaped: an event type with a newline cannot forge a second line.
+    let kind = event.event_type().as_str().escape_debug();
+    let _ = writeln!(out, "Received event: {kind}").and_then(|()| out.flush());
     "OK"
 }
 
+/// The method is checked first: a GET gets 405 without the layer reading or logging it.
 fn app(layer: MetiganSignatureLayer) -> Router {
-    Router::new()
-        .route("/webhooks/metigan", post(handle))
-        .route_layer(layer)
+    Router::new().route("/webhooks/metigan", post(handle).route_layer(layer))
 }
 
 /// The certificate chain and key, from `TLS_CERT` / `TLS_KEY` or generated.
@@ -116,17 +123,35 @@ fn tls_config() -> Result<Arc<ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
-fn config() -> Result<(MetiganSignatureLayer, Arc<ServerConfig>, SocketAddr), String> {
+struct Config {
+    layer: MetiganSignatureLayer,
+    tls: Arc<ServerConfig>,
+    addr: SocketAddr,
+    server: Server,
+}
+
+fn config() -> Result<Config, String> {
     let secret = std::env::var("WEBHOOK_SECRET")
         .map_err(|_| "WEBHOOK_SECRET is not set: export the webhook's secret".to_owned())?;
-    let layer = MetiganSignatureLayer::new(secret).map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
+    let server = edge::server()?;
+    let max_buffered = edge::max_buffered_bytes()?;
+    let layer = MetiganSignatureLayer::builder()
+        .secret(secret)
+        .max_buffered_bytes(max_buffered)
+        .build()
+        .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
     let port = match std::env::var("PORT") {
         Ok(port) => port
             .parse::<u16>()
             .map_err(|_| format!("PORT must be a number from 0 to 65535, got {port:?}"))?,
         Err(_) => 3443,
     };
-    Ok((layer, tls_config()?, SocketAddr::from(([0, 0, 0, 0], port))))
+    Ok(Config {
+        layer,
+        tls: tls_config()?,
+        addr: SocketAddr::from(([0, 0, 0, 0], port)),
+        server,
+    })
 }
 
 #[tokio::main]
@@ -138,7 +163,12 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let (layer, tls, addr) = match config() {
+    let Config {
+        layer,
+        tls,
+        addr,
+        server,
+    } = match config() {
         Ok(config) => config,
         Err(message) => {
             eprintln!("tls: {message}");
@@ -155,78 +185,17 @@ async fn main() -> ExitCode {
     let local = listener.local_addr().unwrap_or(addr);
     tracing::info!("listening on https://{local}/webhooks/metigan");
 
+    // The TLS accept is the server's handshake, bounded by the header-read timeout.
     let acceptor = TlsAcceptor::from(tls);
-    let service = TowerToHyperService::new(app(layer));
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let connection = builder
-                .serve_connection(TokioIo::new(tls), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, "connection error: {e}");
-            }
-        });
-    }
-    drop(listener);
-    match tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await {
+    let handshake = move |stream| acceptor.accept(stream);
+    match server
+        .serve_with(listener, handshake, app(layer), shutdown_signal())
+        .await
+    {
         Ok(()) => ExitCode::SUCCESS,
-        Err(_) => {
-            tracing::warn!("connections still open after 10 s; exiting anyway");
-            ExitCode::SUCCESS
+        Err(e) => {
+            eprintln!("tls: server error: {e}");
+            ExitCode::from(1)
         }
     }
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    tracing::info!("shutting down");
 }

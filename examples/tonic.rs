@@ -1,8 +1,16 @@
 //! A tonic server with gRPC services and a Metigan webhook route on one port.
 //!
 //! The gRPC health service (`grpc.health.v1.Health`) is served as usual; only
-//! `POST /webhooks/metigan` is behind [`MetiganSignatureLayer`]. Each verified event prints one
-//! line on stdout; rejections are logged on stderr (reason only) and answered 401/413/400.
+//! `POST /webhooks/metigan` is behind [`MetiganSignatureLayer`], and another method on that
+//! route answers 405 before the layer runs. Each verified event prints one line on stdout;
+//! rejections are logged on stderr (reason only) and answered 401/413/400.
+//!
+//! `metigan_webhook::server` serves both on one port: HTTP/2 for gRPC clients, HTTP/1.1 for
+//! Metigan, with the receiver's edge limits from the same environment variables
+//! (`HEADER_READ_TIMEOUT_SECS`, `BODY_READ_TIMEOUT_SECS`, `REQUEST_TIMEOUT_SECS`,
+//! `MAX_CONNECTIONS`, `SHUTDOWN_TIMEOUT_SECS`, `MAX_BUFFERED_BYTES`; see `examples/receiver.rs`).
+//! The header-read timeout also closes a gRPC connection that has had no call in flight for
+//! that long: clients reconnect on their next call.
 //!
 //! Run it (the secret is the one Metigan shows for the webhook, used verbatim):
 //!
@@ -27,24 +35,28 @@
 //! The health service answers any gRPC client on the same port, e.g.
 //! `grpc_health_probe -addr=127.0.0.1:50051`, without a signature.
 
+#[path = "support/edge.rs"]
+mod edge;
+
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use axum::routing::post;
 use axum::Extension;
+use metigan_webhook::server::shutdown_signal;
 use metigan_webhook::{MetiganSignatureLayer, VerifiedEvent};
 use tonic::service::Routes;
-use tonic::transport::Server;
 
 /// The verified event, one line on stdout. The handler answers 200 quickly: Metigan retries
 /// after 30 s without an answer, so real work belongs in a queue.
 async fn webhook(Extension(event): Extension<VerifiedEvent>) -> &'static str {
+    // Escaped: a value with a newline cannot forge a second line.
     println!(
         "{} message_id={} recipient={} webhook_id={} signed_at={}",
-        event.event_type(),
-        event.message_id().unwrap_or("-"),
-        event.recipient().unwrap_or("-"),
-        event.webhook_id().unwrap_or("-"),
+        event.event_type().as_str().escape_debug(),
+        event.message_id().unwrap_or("-").escape_debug(),
+        event.recipient().unwrap_or("-").escape_debug(),
+        event.webhook_id().unwrap_or("-").escape_debug(),
         event.signed_at(),
     );
     "ok"
@@ -103,22 +115,28 @@ async fn run() -> Result<(), String> {
 
     // A secret with a pasted newline or spaces is refused here, with a message that does not
     // contain it.
-    let layer = MetiganSignatureLayer::new(&secret).map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
+    let server = edge::server()?;
+    let max_buffered = edge::max_buffered_bytes()?;
+    let layer = MetiganSignatureLayer::builder()
+        .secret(&secret)
+        .max_buffered_bytes(max_buffered)
+        .build()
+        .map_err(|e| format!("WEBHOOK_SECRET: {e}"))?;
     let addr = SocketAddr::from(([0, 0, 0, 0], port()?));
 
     let (_health_reporter, health) = tonic_health::server::health_reporter();
-    // gRPC services first, then the webhook route: only that route is behind the layer.
+    // gRPC services first, then the webhook route: only its POST handler is behind the layer.
     let app = Routes::new(health)
         .into_axum_router()
-        .route("/webhooks/metigan", post(webhook).layer(layer));
+        .route("/webhooks/metigan", post(webhook).route_layer(layer));
 
-    eprintln!("listening on {addr}: gRPC health + POST /webhooks/metigan");
-    Server::builder()
-        .accept_http1(true) // Metigan delivers webhooks over HTTP/1.1
-        .add_routes(Routes::from(app))
-        .serve_with_shutdown(addr, async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener.local_addr().unwrap_or(addr);
+    eprintln!("listening on http://{local}: gRPC health + POST /webhooks/metigan");
+    server
+        .serve(listener, app, shutdown_signal())
         .await
         .map_err(|e| format!("server: {e}"))
 }

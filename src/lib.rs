@@ -15,6 +15,8 @@ mod log;
 mod peer;
 mod rejection;
 mod response;
+#[cfg(feature = "server")]
+pub mod server;
 mod service;
 pub mod signature;
 #[cfg(feature = "testing")]

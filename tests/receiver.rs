@@ -277,3 +277,97 @@ async fn receiver_with_deduplication_off_processes_every_delivery() {
         assert!(stderr.contains(needle), "{stderr}");
     }
 }
+
+/// A `GET` on the webhook route (a health checker, a browser) is answered `405` by the router,
+/// before the signature layer: not logged as a rejection. Values printed from an event are
+/// escaped: a recipient with a newline or a terminal escape sequence cannot forge a line.
+#[tokio::test]
+async fn receiver_answers_405_to_other_methods_and_escapes_what_it_prints() {
+    let mut receiver = Receiver::start(&[]).await;
+    let addr = receiver.addr;
+
+    for method in ["GET", "HEAD", "PUT", "DELETE"] {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{PATH}"))
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let answer = common::send(request).await;
+        assert_eq!(answer.status, 405, "{method}");
+        assert_eq!(answer.headers["allow"], "POST", "{method}");
+    }
+
+    let forged = [
+        (
+            "a@b.c\nEmail delivered to forged@x",
+            r"Email delivered to a@b.c\nEmail delivered to forged@x",
+        ),
+        (
+            "a@b.c\r\u{1b}[2KEmail delivered to forged@x\u{2028}\\",
+            r"Email delivered to a@b.c\r\u{1b}[2KEmail delivered to forged@x\u{2028}\\",
+        ),
+    ];
+    for (i, (recipient, line)) in forged.iter().enumerate() {
+        let body = serde_json::json!({
+            "event": "email.delivered",
+            "messageId": format!("forged-{i}"),
+            "data": { "recipient": recipient },
+            "timestamp": 1_700_000_000_000u64,
+        })
+        .to_string();
+        let sig = signed_headers(&body, now(), SECRET);
+        let answer = post(addr, PATH, &[("x-webhook-signature", &sig)], body).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(receiver.next_line().await, *line);
+    }
+    // An unknown event type is printed escaped too.
+    let body = event_body("email.new\ntype", "forged-type").replace("\n", "\\n");
+    let sig = signed_headers(&body, now(), SECRET);
+    let answer = post(addr, PATH, &[("x-webhook-signature", &sig)], body).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        receiver.next_line().await,
+        r"Received event: email.new\ntype"
+    );
+
+    let (stdout, stderr) = receiver.stop().await;
+    assert!(stdout.is_empty(), "one line per event: {stdout:?}");
+    let log = stderr.join("\n");
+    assert!(
+        !log.contains("rejected") && !log.contains("missing_signature"),
+        "a GET is not a rejection: {log}"
+    );
+}
+
+/// Every edge setting is read from the environment; a bad value stops the receiver at start
+/// with one line naming the variable (exit code 2).
+#[tokio::test]
+async fn receiver_refuses_bad_edge_settings() {
+    let binary = receiver_binary();
+    for (name, value) in [
+        ("HEADER_READ_TIMEOUT_SECS", "ten"),
+        ("BODY_READ_TIMEOUT_SECS", "0"),
+        ("REQUEST_TIMEOUT_SECS", "-1"),
+        ("SHUTDOWN_TIMEOUT_SECS", "NaN"),
+        ("REQUEST_TIMEOUT_SECS", "1e30"),
+        ("MAX_CONNECTIONS", "0"),
+        ("MAX_CONNECTIONS", "1.5"),
+        ("MAX_BUFFERED_BYTES", "1024"),
+        ("MAX_BUFFERED_BYTES", "lots"),
+    ] {
+        let mut command = Command::new(&binary);
+        command
+            .env("WEBHOOK_SECRET", SECRET)
+            .env("PORT", "0")
+            .env(name, value);
+        let output = tokio::time::timeout(Duration::from_secs(20), command.output())
+            .await
+            .expect("exits at once")
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(name), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

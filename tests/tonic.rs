@@ -4,7 +4,7 @@
 //!   proper gRPC statuses (trailers-only answers), never a text body, and the services behind
 //!   the layer are never called for a rejected request;
 //! - on one webhook route beside gRPC services on one port (`tonic::service::Routes` + axum),
-//!   served by tonic's server and by `axum::serve`.
+//!   served by tonic's server, by `axum::serve` and by `metigan_webhook::server`.
 
 mod common;
 
@@ -334,7 +334,8 @@ fn one_port_app(layer: MetiganSignatureLayer, seen: mpsc::UnboundedSender<Seen>)
             answer
         }
     })
-    .layer(layer);
+    // On the method router: a GET gets 405 before the layer.
+    .route_layer(layer);
     Routes::new(health)
         .into_axum_router()
         .route("/webhooks/metigan", webhook)
@@ -405,6 +406,14 @@ async fn check_one_port(addr: SocketAddr, seen: &mut mpsc::UnboundedReceiver<See
     assert!(answer.text().starts_with("signature_mismatch"));
     assert!(seen.try_recv().is_err(), "the handler ran for a rejection");
 
+    // Another method: 405 from the router, the layer does not run.
+    let get = Request::get(format!("http://{addr}/webhooks/metigan"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = bounded("GET", common::send(get)).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(header(&answer, "allow"), Some("POST"));
+
     // gRPC on the same port, not behind the layer: served.
     let mut client = health_client(addr).await;
     let response = bounded("health check", client.check(HealthCheckRequest::default()))
@@ -438,5 +447,19 @@ async fn webhook_route_beside_grpc_on_one_port_with_axum_serve() {
         tx,
     ))
     .await;
+    check_one_port(addr, &mut seen).await;
+}
+
+#[tokio::test]
+async fn webhook_route_beside_grpc_on_one_port_with_the_crate_server() {
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let app = one_port_app(MetiganSignatureLayer::new(SECRET).unwrap(), tx);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(metigan_webhook::server::Server::new().serve(
+        listener,
+        app,
+        std::future::pending::<()>(),
+    ));
     check_one_port(addr, &mut seen).await;
 }

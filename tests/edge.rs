@@ -212,6 +212,32 @@ async fn a_flood_of_forged_slow_uploads_stays_bounded_and_real_deliveries_get_th
         peak <= bound_kib as u64,
         "peak RSS {peak} KiB over the buffer bound + 40 MB ({bound_kib} KiB)"
     );
+
+    // The same flood against a receiver whose bound is out of reach (1 TiB): what the bound
+    // saves, measured in the same run, and proof that this flood really floods.
+    let mut unbounded = Receiver::start(&[
+        ("MAX_BUFFERED_BYTES", "1099511627776"),
+        ("HEADER_READ_TIMEOUT_SECS", "3"),
+        ("BODY_READ_TIMEOUT_SECS", "3"),
+        ("REQUEST_TIMEOUT_SECS", "6"),
+    ])
+    .await;
+    let mut flood = JoinSet::new();
+    for _ in 0..FLOOD {
+        flood.spawn(slow_forged_upload(unbounded.addr, limit));
+    }
+    while flood.join_next().await.is_some() {}
+    let unbounded_peak = unbounded.peak_rss_kib();
+    unbounded.stop().await;
+    println!(
+        "the same flood without the bound: peak RSS {:.1} MiB (with it: {:.1} MiB)",
+        unbounded_peak as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+    assert!(
+        unbounded_peak > bound_kib as u64,
+        "without the bound the flood should cost more than the bound + 40 MB: {unbounded_peak} KiB"
+    );
 }
 
 #[tokio::test]

@@ -47,9 +47,9 @@ impl IntoResponse for MissingVerifiedEvent {
 ///     "OK"
 /// }
 ///
-/// let app: Router = Router::new()
-///     .route("/webhooks/metigan", post(handler))
-///     .layer(MetiganSignatureLayer::new("whsec_example").unwrap());
+/// // On the POST handler only: another method answers 405 before the layer runs.
+/// let layer = MetiganSignatureLayer::new("whsec_example").unwrap();
+/// let app: Router = Router::new().route("/webhooks/metigan", post(handler).route_layer(layer));
 /// # drop(app);
 /// ```
 impl<S: Send + Sync> FromRequestParts<S> for VerifiedEvent {

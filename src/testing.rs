@@ -23,9 +23,8 @@
 //!
 //! // Your application, taking the layer as a parameter (in `main`: built from the real secret).
 //! fn app(layer: MetiganSignatureLayer) -> Router {
-//!     Router::new()
-//!         .route("/webhooks/metigan", post(handle))
-//!         .route_layer(layer)
+//!     // The method is dispatched before the layer: a GET answers 405, not 401.
+//!     Router::new().route("/webhooks/metigan", post(handle).route_layer(layer))
 //! }
 //!
 //! async fn handle(Extension(event): Extension<VerifiedEvent>) -> (StatusCode, String) {

@@ -452,8 +452,8 @@ pub struct StoredEvent {
     pub replays: u32,
     /// The handler's last error.
     pub last_error: Option<String>,
-    /// When it is due: the next attempt of a retrying event, the end of a running event's
-    /// lease; `None` for dead and done events.
+    /// When it is due: when a queued event was queued, the next attempt of a retrying event,
+    /// the end of a running event's lease; `None` for dead and done events.
     pub due_at: Option<SystemTime>,
     /// When it became done or dead.
     pub finished_at: Option<SystemTime>,

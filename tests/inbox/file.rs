@@ -45,6 +45,38 @@ fn a_second_open_of_the_same_file_fails_at_once() {
     FileStore::open(dir.file()).unwrap();
 }
 
+/// The child half of `a_second_process_on_the_same_file_fails_at_once`: does nothing unless
+/// `INBOX_PROBE_FILE` is set.
+#[test]
+#[ignore = "run by a_second_process_on_the_same_file_fails_at_once"]
+fn second_process_probe() {
+    let Ok(path) = std::env::var("INBOX_PROBE_FILE") else {
+        return;
+    };
+    match FileStore::open(&path) {
+        Ok(_) => println!("PROBE opened"),
+        Err(err) => println!("PROBE {:?}: {err}", err.kind()),
+    }
+}
+
+#[test]
+fn a_second_process_on_the_same_file_fails_at_once() {
+    let dir = TempDir::new("process");
+    let store = FileStore::open(dir.file()).unwrap();
+    let started = Instant::now();
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "file::second_process_probe", "--include-ignored"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env("INBOX_PROBE_FILE", dir.file())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("PROBE AlreadyOpen: "), "{stdout}");
+    assert!(stdout.contains("is already open"), "{stdout}");
+    assert!(started.elapsed() < Duration::from_secs(10), "at once");
+    drop(store);
+}
+
 #[test]
 fn a_file_that_is_not_an_inbox_is_refused() {
     let dir = TempDir::new("garbage");

@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 
 use super::error::InboxError;
 use super::file::FileStore;
-use super::service::InboxService;
+use super::service::{InboxService, ResponseFuture};
 use super::store::{Counts, EventId, InboxStore, ListQuery, Page, Purged, StoredEvent};
 use super::worker::WorkerBuilder;
 use crate::idempotency::{DedupeKey, DEFAULT_RETRY_AFTER, DEFAULT_TTL, MAX_DURATION};
@@ -70,6 +70,12 @@ impl Inbox {
     /// [`MetiganSignatureLayer`](crate::MetiganSignatureLayer).
     pub fn service(&self) -> InboxService {
         InboxService::new(self.shared.clone())
+    }
+
+    /// Appends the request's verified event and answers, as [`InboxService`] does: for an
+    /// axum handler (`post(move |req: Request| inbox.receive(req))`) or your own service.
+    pub fn receive<B>(&self, req: http::Request<B>) -> ResponseFuture {
+        super::service::receive(&self.shared, req)
     }
 
     /// A builder for a worker that runs your handler for each stored event.

@@ -56,7 +56,8 @@
 //! # Ok(()) }
 //! ```
 //!
-//! With tower or hyper: `ServiceBuilder::new().layer(layer).service(inbox.service())`.
+//! With tower or hyper: `ServiceBuilder::new().layer(layer).service(inbox.service())`. As an
+//! axum handler: `post(move |req: axum::extract::Request| inbox.receive(req))`.
 //!
 //! # What it guarantees
 //!

@@ -61,25 +61,31 @@ impl<B> Service<Request<B>> for InboxService {
     }
 
     fn call(&mut self, req: Request<B>) -> ResponseFuture {
-        let (parts, _body) = req.into_parts();
-        let Some(event) = parts.extensions.get::<VerifiedEvent>() else {
-            tracing::error!(
-                "inbox: the request has no VerifiedEvent: put the inbox service behind \
-                 MetiganSignatureLayer; answered 500"
-            );
-            return ResponseFuture::ready(text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "inbox_misconfigured: no verified event (the inbox must sit behind the signature layer)\n",
-            ));
-        };
-        let key = self.shared.key.key_of(event, &parts);
-        let record = NewEvent::from_event(event, key, self.shared.key_ttl);
-        ResponseFuture {
-            state: State::Appending {
-                append: self.shared.store.append(record),
-                shared: self.shared.clone(),
-            },
-        }
+        receive(&self.shared, req)
+    }
+}
+
+/// Appends the request's verified event and answers: what [`InboxService`] and
+/// [`Inbox::receive`](super::Inbox::receive) do.
+pub(super) fn receive<B>(shared: &Arc<Shared>, req: Request<B>) -> ResponseFuture {
+    let (parts, _body) = req.into_parts();
+    let Some(event) = parts.extensions.get::<VerifiedEvent>() else {
+        tracing::error!(
+            "inbox: the request has no VerifiedEvent: put the inbox service behind \
+             MetiganSignatureLayer; answered 500"
+        );
+        return ResponseFuture::ready(text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "inbox_misconfigured: no verified event (the inbox must sit behind the signature layer)\n",
+        ));
+    };
+    let key = shared.key.key_of(event, &parts);
+    let record = NewEvent::from_event(event, key, shared.key_ttl);
+    ResponseFuture {
+        state: State::Appending {
+            append: shared.store.append(record),
+            shared: shared.clone(),
+        },
     }
 }
 

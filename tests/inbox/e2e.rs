@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::routing::post_service;
+use axum::routing::{post as post_route, post_service};
 use axum::Router;
 use http::StatusCode;
 use metigan_webhook::inbox::{HandlerError, Inbox};
@@ -16,6 +16,7 @@ use crate::{eventually, TempDir};
 
 const SECRET: &str = "whsec_inbox_e2e";
 const PATH: &str = "/webhooks/metigan";
+const HANDLER_PATH: &str = "/webhooks/handler";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_signed_delivery_is_handled_once() {
@@ -38,16 +39,24 @@ async fn each_signed_delivery_is_handled_once() {
             }
         })
         .unwrap();
+    // The service on one route, the same inbox as a handler on another.
     let app = Router::new()
         .route(PATH, post_service(inbox.service()))
+        .route(
+            HANDLER_PATH,
+            post_route({
+                let inbox = inbox.clone();
+                move |req: axum::extract::Request| inbox.receive(req)
+            }),
+        )
         .route_layer(MetiganSignatureLayer::new(SECRET).unwrap());
     let addr = serve_axum(app).await;
 
-    // Twenty events, each delivered twice in a row.
+    // Twenty events, each delivered twice in a row (once on each route).
     for n in 0..20 {
         let body = event_body("email.delivered", &format!("msg-{n}"));
-        for _ in 0..2 {
-            let answer = post_signed(addr, PATH, SECRET, &body).await;
+        for path in [PATH, HANDLER_PATH] {
+            let answer = post_signed(addr, path, SECRET, &body).await;
             assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
         }
     }

@@ -137,13 +137,13 @@ pub async fn concurrent_copies_of_one_key_make_one_record<S: InboxStore>(store: 
 
 pub async fn an_expired_key_starts_over<S: InboxStore>(store: S) {
     let mut record = new_event(Some("m-ttl"));
-    record.key_ttl = Duration::from_millis(20);
+    record.key_ttl = Duration::from_millis(400);
     let first = store.append(record.clone()).await.unwrap();
     assert!(matches!(
         store.append(record.clone()).await.unwrap(),
         Appended::Duplicate(_)
     ));
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let again = store.append(record).await.unwrap();
     assert!(
         matches!(again, Appended::Stored(id) if id != first.id()),
@@ -206,7 +206,7 @@ pub async fn settling_needs_the_current_lease<S: InboxStore>(store: S) {
 pub async fn an_expired_lease_is_claimed_again_and_a_renewed_one_is_not<S: InboxStore>(store: S) {
     store.append(new_event(Some("crashed"))).await.unwrap();
     store.append(new_event(Some("slow"))).await.unwrap();
-    let short = Duration::from_millis(150);
+    let short = Duration::from_millis(400);
     let claimed = store
         .claim(ClaimRequest::new(2, short, 5))
         .await
@@ -215,7 +215,7 @@ pub async fn an_expired_lease_is_claimed_again_and_a_renewed_one_is_not<S: Inbox
     let (crashed, slow) = (claimed[0].lease, claimed[1].lease);
     // The slow one is renewed; the crashed one's holder is gone.
     for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(store.renew(slow, short).await.unwrap());
     }
     let again = store.claim(ClaimRequest::new(10, LEASE, 5)).await.unwrap();
@@ -237,7 +237,7 @@ pub async fn an_expired_lease_is_claimed_again_and_a_renewed_one_is_not<S: Inbox
 pub async fn a_retry_waits_for_its_time<S: InboxStore>(store: S) {
     store.append(new_event(Some("m-1"))).await.unwrap();
     let lease = store.claim(claim(1)).await.unwrap().events[0].lease;
-    let after = Duration::from_millis(200);
+    let after = Duration::from_millis(1000);
     let error = "crm unreachable".to_owned();
     assert!(store
         .settle(lease, Settle::Retry { after, error })
@@ -416,11 +416,11 @@ pub async fn listing_pages_through_events_and_filters_by_state<S: InboxStore>(st
 }
 
 pub async fn purge_removes_old_done_events_and_keeps_keys_for_their_ttl<S: InboxStore>(store: S) {
-    // Three events: done, dead, queued; the done one's key lives 1 h, another key 20 ms.
+    // Three events: done, dead, queued; the done one's key lives 1 h, another key 400 ms.
     let done = store.append(new_event(Some("m-done"))).await.unwrap().id();
     let dead = store.append(new_event(Some("m-dead"))).await.unwrap().id();
     let mut short = new_event(Some("m-short"));
-    short.key_ttl = Duration::from_millis(20);
+    short.key_ttl = Duration::from_millis(400);
     let queued = store.append(short).await.unwrap().id();
     let claimed = store.claim(claim(2)).await.unwrap().events;
     store.settle(claimed[0].lease, Settle::Done).await.unwrap();
@@ -433,7 +433,7 @@ pub async fn purge_removes_old_done_events_and_keeps_keys_for_their_ttl<S: Inbox
     // Nothing is old enough yet for a 1 h retention; the short key has not expired yet.
     let purged = store.purge(Duration::from_secs(3600), 100).await.unwrap();
     assert_eq!((purged.events, purged.keys), (0, 0));
-    tokio::time::sleep(Duration::from_millis(60)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let purged = store.purge(Duration::from_millis(10), 100).await.unwrap();
     assert_eq!(
         (purged.events, purged.keys),

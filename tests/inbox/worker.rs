@@ -66,7 +66,7 @@ async fn a_failing_handler_is_retried_with_growing_delays_then_processed_once() 
     let worker = inbox
         .worker()
         .backoff(Backoff::new(
-            Duration::from_millis(200),
+            Duration::from_millis(300),
             Duration::from_secs(60),
         ))
         .spawn_fn({
@@ -93,8 +93,8 @@ async fn a_failing_handler_is_retried_with_growing_delays_then_processed_once() 
     let times = calls.times();
     let gaps: Vec<Duration> = times.windows(2).map(|w| w[1] - w[0]).collect();
     println!("retry delays: {gaps:?}");
-    // Nominal 200, 400, 800 ms, each within ±25 %.
-    assert!(gaps[0] >= Duration::from_millis(150), "{gaps:?}");
+    // Nominal 300, 600, 1200 ms, each within ±25 %.
+    assert!(gaps[0] >= Duration::from_millis(225), "{gaps:?}");
     assert!(gaps[0] < gaps[1] && gaps[1] < gaps[2], "growing: {gaps:?}");
     let event = shown(&inbox, id).await;
     assert_eq!(event.attempts, 4);
@@ -263,13 +263,13 @@ async fn a_handler_slower_than_its_lease_is_not_run_twice() {
         move |_event: VerifiedEvent| {
             calls.record();
             async {
-                tokio::time::sleep(Duration::from_millis(800)).await;
+                tokio::time::sleep(Duration::from_millis(2000)).await;
                 Ok::<(), HandlerError>(())
             }
         }
     };
     // Two workers on one inbox, each ready to take an expired lease at once.
-    let lease = Duration::from_millis(150);
+    let lease = Duration::from_millis(600);
     let first = inbox
         .worker()
         .lease(lease)
@@ -279,7 +279,7 @@ async fn a_handler_slower_than_its_lease_is_not_run_twice() {
     let id = deliver(&inbox, "m-slow").await;
     wait_for_state(&inbox, id, State::Done, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(calls.count(), 1, "renewed every 50 ms, never taken again");
+    assert_eq!(calls.count(), 1, "renewed every 200 ms, never taken again");
     assert_eq!(shown(&inbox, id).await.attempts, 1);
     first.shutdown(Duration::from_secs(1)).await;
     second.shutdown(Duration::from_secs(1)).await;
@@ -329,7 +329,7 @@ async fn a_killed_workers_event_is_taken_again_once_its_lease_runs_out() {
         "not before the lease ran out: {taken_after:?}"
     );
     assert!(
-        taken_after < lease * 3,
+        taken_after < lease + Duration::from_secs(2),
         "soon after it ran out: {taken_after:?}"
     );
     assert_eq!(calls.count(), 1);
@@ -496,8 +496,13 @@ async fn a_new_event_wakes_the_worker_at_once() {
          handler called: median {:?}, max {:?}",
         from_request[10], from_request[19], from_answer[10], from_answer[19]
     );
+    // Well under 100 ms; the bound on the slowest allows for a loaded CI machine.
     assert!(
-        from_request[19] < Duration::from_millis(100),
+        from_request[10] < Duration::from_millis(50),
+        "{from_request:?}"
+    );
+    assert!(
+        from_request[19] < Duration::from_millis(250),
         "{from_request:?}"
     );
     worker.shutdown(Duration::from_secs(1)).await;

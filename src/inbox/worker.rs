@@ -218,18 +218,27 @@ impl Worker {
     /// counted), so the next start runs them. Events not yet started stay queued.
     pub async fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
         let mut report = ShutdownReport::default();
-        let Some(main) = self.main.take() else {
+        let Some(mut main) = self.main.take() else {
             return report;
         };
+        let deadline = after(deadline);
         let _ = self.control.send(Phase::Stopping);
-        let mut tasks = match main.await {
-            Ok(tasks) => tasks,
-            Err(error) => {
+        // The main loop stops at once, unless it waits for the store: bounded by the deadline.
+        let mut tasks = match tokio::time::timeout_at(deadline, &mut main).await {
+            Ok(Ok(tasks)) => tasks,
+            Ok(Err(error)) => {
                 tracing::error!(%error, "inbox: the worker stopped abnormally");
                 return report;
             }
+            Err(_) => {
+                main.abort();
+                tracing::warn!(
+                    "inbox: the worker did not stop within its deadline (the store did not \
+                     answer); its events are taken again when their leases run out"
+                );
+                return report;
+            }
         };
-        let deadline = after(deadline);
         loop {
             match tokio::time::timeout_at(deadline, tasks.join_next()).await {
                 Ok(Some(end)) => report.note(end),

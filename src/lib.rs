@@ -10,6 +10,8 @@ mod event;
 mod extract;
 mod future;
 pub mod idempotency;
+#[cfg(feature = "inbox")]
+pub mod inbox;
 mod layer;
 mod log;
 mod peer;

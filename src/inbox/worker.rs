@@ -1,0 +1,562 @@
+//! The worker: claims stored events and runs the handler for each, at least once.
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::{JoinError, JoinHandle, JoinSet};
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::backoff::Backoff;
+use super::error::{ErrorKind, InboxError};
+use super::handle::Shared;
+use super::handler::{handler_fn, HandlerError};
+use super::store::{BoxFuture, ClaimRequest, ClaimedEvent, Lease, Settle};
+use crate::event::{Envelope, VerifiedEvent};
+use crate::idempotency::MAX_DURATION;
+
+/// Default number of handlers run at once: 4.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+/// Default lease of a claimed event: 60 s, renewed every 20 s while its handler runs.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
+/// Default attempts before an event becomes a dead letter: 15 (about a day with the default
+/// [`Backoff`]).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 15;
+/// Default longest wait between two looks at the store when nothing wakes the worker: 30 s.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The shortest lease accepted (renewals come every third of it).
+const MIN_LEASE: Duration = Duration::from_millis(30);
+/// The pause after the store failed to answer a claim.
+const ERROR_PAUSE: Duration = Duration::from_secs(1);
+/// How long handlers stopped at the shutdown deadline get to give their events back.
+const RELEASE_GRACE: Duration = Duration::from_secs(5);
+/// Pauses between attempts to record a handler's outcome.
+const SETTLE_PAUSES: [Duration; 3] = [
+    Duration::from_millis(50),
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+];
+
+/// Builds and starts a [`Worker`]; made by [`Inbox::worker`](super::Inbox::worker).
+#[must_use]
+pub struct WorkerBuilder {
+    shared: Arc<Shared>,
+    concurrency: usize,
+    lease: Duration,
+    max_attempts: u32,
+    backoff: Backoff,
+    poll_interval: Duration,
+}
+
+impl fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerBuilder")
+            .field("concurrency", &self.concurrency)
+            .field("lease", &self.lease)
+            .field("max_attempts", &self.max_attempts)
+            .field("backoff", &self.backoff)
+            .field("poll_interval", &self.poll_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything a worker's tasks share.
+struct Config {
+    shared: Arc<Shared>,
+    concurrency: usize,
+    lease: Duration,
+    max_attempts: u32,
+    backoff: Backoff,
+    poll_interval: Duration,
+}
+
+impl WorkerBuilder {
+    pub(super) fn new(shared: Arc<Shared>) -> Self {
+        WorkerBuilder {
+            shared,
+            concurrency: DEFAULT_CONCURRENCY,
+            lease: DEFAULT_LEASE,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            backoff: Backoff::default(),
+            poll_interval: DEFAULT_POLL_INTERVAL,
+        }
+    }
+
+    /// How many handlers run at once (default 4; at least 1).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// How long a claimed event is held without renewal (default 60 s, at least 30 ms). The
+    /// worker renews it every third of that while the handler runs, so a slow handler keeps
+    /// its event; a worker that died loses it when the lease runs out, and another takes it.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.clamp(MIN_LEASE, MAX_DURATION);
+        self
+    }
+
+    /// Attempts before an event becomes a dead letter (default 15; at least 1).
+    pub fn max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self
+    }
+
+    /// The delays between attempts (default: 30 s doubling up to 4 h, with jitter).
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// The longest the worker waits before looking at the store again when nothing woke it
+    /// (default 30 s). A new event, a replay, a finished handler, a retry's time and a lease
+    /// running out all wake it sooner; this only bounds the wait for changes made outside
+    /// this inbox.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.clamp(Duration::from_millis(1), MAX_DURATION);
+        self
+    }
+
+    /// Starts the worker on the current Tokio runtime, running `handler` (a `tower::Service`
+    /// of [`VerifiedEvent`]) for each stored event.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NoRuntime`](super::ErrorKind::NoRuntime) outside a Tokio runtime.
+    pub fn spawn<S>(self, handler: S) -> Result<Worker, InboxError>
+    where
+        S: Service<VerifiedEvent> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<HandlerError>,
+    {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
+            InboxError::new(
+                ErrorKind::NoRuntime,
+                "the worker must be started inside a Tokio runtime",
+            )
+        })?;
+        let config = Arc::new(Config {
+            shared: self.shared,
+            concurrency: self.concurrency,
+            lease: self.lease,
+            max_attempts: self.max_attempts,
+            backoff: self.backoff,
+            poll_interval: self.poll_interval,
+        });
+        let (control, phase) = watch::channel(Phase::Running);
+        let main = runtime.spawn(run(config, handler, phase));
+        Ok(Worker {
+            main: Some(main),
+            control,
+        })
+    }
+
+    /// [`spawn`](Self::spawn) with an async function as the handler.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::NoRuntime`](super::ErrorKind::NoRuntime) outside a Tokio runtime.
+    pub fn spawn_fn<F, Fut, E>(self, handler: F) -> Result<Worker, InboxError>
+    where
+        F: FnMut(VerifiedEvent) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<HandlerError>,
+    {
+        self.spawn(handler_fn(handler))
+    }
+}
+
+/// Where the worker is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// Take no new event; running handlers go on.
+    Stopping,
+    /// Stop the handlers still running and give their events back.
+    Cancel,
+}
+
+/// A running worker. [`shutdown`](Self::shutdown) stops it gracefully; dropping it stops it at
+/// once, like a crash: its running handlers are dropped and their events are taken again when
+/// their leases run out.
+pub struct Worker {
+    main: Option<JoinHandle<JoinSet<End>>>,
+    control: watch::Sender<Phase>,
+}
+
+impl fmt::Debug for Worker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("phase", &*self.control.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a graceful shutdown went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Handlers that finished (successfully or not) before the deadline.
+    pub finished: usize,
+    /// Handlers stopped at the deadline; their events were given back, due at once.
+    pub released: usize,
+    /// Handlers that could not give their events back (a store error, or no answer within 5
+    /// s of the deadline): those events are taken again when their leases run out.
+    pub abandoned: usize,
+}
+
+impl Worker {
+    /// Stops taking events, lets running handlers finish within `deadline`, then stops those
+    /// still running and gives their events back to the store (due at once, the attempt not
+    /// counted), so the next start runs them. Events not yet started stay queued.
+    pub async fn shutdown(mut self, deadline: Duration) -> ShutdownReport {
+        let mut report = ShutdownReport::default();
+        let Some(mut main) = self.main.take() else {
+            return report;
+        };
+        let deadline = after(deadline);
+        let _ = self.control.send(Phase::Stopping);
+        // The main loop stops at once, unless it waits for the store: bounded by the deadline.
+        let mut tasks = match tokio::time::timeout_at(deadline, &mut main).await {
+            Ok(Ok(tasks)) => tasks,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "inbox: the worker stopped abnormally");
+                return report;
+            }
+            Err(_) => {
+                main.abort();
+                tracing::warn!(
+                    "inbox: the worker did not stop within its deadline (the store did not \
+                     answer); its events are taken again when their leases run out"
+                );
+                return report;
+            }
+        };
+        loop {
+            match tokio::time::timeout_at(deadline, tasks.join_next()).await {
+                Ok(Some(end)) => report.note(end),
+                Ok(None) => return report,
+                Err(_) => break,
+            }
+        }
+        let _ = self.control.send(Phase::Cancel);
+        let grace = after(RELEASE_GRACE);
+        loop {
+            match tokio::time::timeout_at(grace, tasks.join_next()).await {
+                Ok(Some(end)) => report.note(end),
+                Ok(None) => break,
+                Err(_) => {
+                    report.abandoned += tasks.len();
+                    tasks.abort_all();
+                    break;
+                }
+            }
+        }
+        report
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(main) = self.main.take() {
+            // Aborting the main task drops its set of handler tasks, which aborts them.
+            main.abort();
+        }
+    }
+}
+
+/// The instant `delay` from now (ten years at most, so it never overflows).
+fn after(delay: Duration) -> Instant {
+    Instant::now() + delay.min(MAX_DURATION)
+}
+
+/// How one handler task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// Its outcome is recorded.
+    Settled,
+    /// Stopped at the shutdown deadline; the event is given back.
+    Released,
+    /// Its outcome could not be recorded; the lease will run out.
+    Unrecorded,
+}
+
+impl ShutdownReport {
+    fn note(&mut self, end: Result<End, JoinError>) {
+        match end {
+            Ok(End::Settled) => self.finished += 1,
+            Ok(End::Released) => self.released += 1,
+            Ok(End::Unrecorded) | Err(_) => self.abandoned += 1,
+        }
+    }
+}
+
+/// The main loop: claims as many events as there are free slots, runs each in its own task,
+/// and sleeps until a new event, a free slot, the next due time or a shutdown.
+async fn run<S>(config: Arc<Config>, handler: S, mut phase: watch::Receiver<Phase>) -> JoinSet<End>
+where
+    S: Service<VerifiedEvent> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<HandlerError>,
+{
+    let store = config.shared.store.clone();
+    let mut tasks = JoinSet::new();
+    loop {
+        while let Some(end) = tasks.try_join_next() {
+            log_join(end);
+        }
+        if *phase.borrow() != Phase::Running {
+            return tasks;
+        }
+        let free = config.concurrency.saturating_sub(tasks.len());
+        let mut wait = config.poll_interval;
+        if free > 0 {
+            let request = ClaimRequest::new(free, config.lease, config.max_attempts);
+            match store.claim(request).await {
+                Ok(claimed) => {
+                    let stopping = *phase.borrow() != Phase::Running;
+                    let got = claimed.events.len();
+                    for event in claimed.events {
+                        if stopping {
+                            // Claimed as the shutdown began: give it back untouched.
+                            let lease = event.lease;
+                            settle(&config, lease, Settle::Release).await;
+                            continue;
+                        }
+                        let run = run_one(config.clone(), handler.clone(), event, phase.clone());
+                        tasks.spawn(run);
+                    }
+                    if got == 0 {
+                        if let Some(next) = claimed.next_due {
+                            // At least a millisecond: never spin on an event due "now".
+                            wait = wait.min(next.max(Duration::from_millis(1)));
+                        }
+                    } else if let Some(next) = claimed.next_due {
+                        wait = wait.min(next);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "inbox: the worker could not claim events; trying again in 1 s");
+                    wait = ERROR_PAUSE;
+                }
+            }
+        }
+        let free = config.concurrency.saturating_sub(tasks.len());
+        let closed = wait_for_work(&config, &mut tasks, &mut phase, free > 0, wait).await;
+        if closed {
+            return tasks;
+        }
+    }
+}
+
+/// Waits for a reason to look at the store again. `true` when the worker's handle is gone.
+async fn wait_for_work(
+    config: &Config,
+    tasks: &mut JoinSet<End>,
+    phase: &mut watch::Receiver<Phase>,
+    has_room: bool,
+    wait: Duration,
+) -> bool {
+    let mut woken = pin!(config.shared.wake.notified());
+    let mut timer = pin!(tokio::time::sleep(wait));
+    let mut changed = pin!(phase.changed());
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = changed.as_mut().poll(cx) {
+            return Poll::Ready(result.is_err());
+        }
+        if !tasks.is_empty() {
+            if let Poll::Ready(Some(end)) = tasks.poll_join_next(cx) {
+                log_join(end);
+                return Poll::Ready(false);
+            }
+        }
+        if has_room && (woken.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready()) {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn log_join(end: Result<End, JoinError>) {
+    if let Err(error) = end {
+        if error.is_panic() {
+            tracing::error!("inbox: a worker task panicked");
+        }
+    }
+}
+
+/// Rebuilds the verified event from what was stored.
+fn rebuild(claimed: &ClaimedEvent) -> Option<VerifiedEvent> {
+    let envelope = Envelope::parse(claimed.body.clone()).ok()?;
+    Some(VerifiedEvent::new(
+        envelope,
+        claimed.signed_at,
+        claimed.webhook_id.clone(),
+        claimed.secret_index,
+    ))
+}
+
+/// Runs the handler for one claimed event, renewing its lease until it ends, and records the
+/// outcome.
+async fn run_one<S>(
+    config: Arc<Config>,
+    mut handler: S,
+    claimed: ClaimedEvent,
+    mut phase: watch::Receiver<Phase>,
+) -> End
+where
+    S: Service<VerifiedEvent> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<HandlerError>,
+{
+    let lease = claimed.lease;
+    let Some(event) = rebuild(&claimed) else {
+        let error = "the stored body is not a Metigan envelope".to_owned();
+        return settle(&config, lease, Settle::Dead { error }).await;
+    };
+    let call: Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>> =
+        Box::pin(async move {
+            poll_fn(|cx| handler.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            handler.call(event).await.map(drop).map_err(Into::into)
+        });
+    let cancelled = async move {
+        if phase.wait_for(|p| *p == Phase::Cancel).await.is_err() {
+            // The worker's handle is gone: the task is being aborted; never "cancel".
+            std::future::pending::<()>().await;
+        }
+    };
+    let result = supervise(&config, lease, CatchUnwind(call), cancelled).await;
+    let outcome = match result {
+        None => return settle(&config, lease, Settle::Release).await.released(),
+        Some(Ok(())) => Settle::Done,
+        Some(Err(error)) => decide(&config, lease, claimed.attempt, error),
+    };
+    settle(&config, lease, outcome).await
+}
+
+impl End {
+    fn released(self) -> End {
+        match self {
+            End::Settled => End::Released,
+            other => other,
+        }
+    }
+}
+
+/// What to do with an event whose handler failed on attempt `attempt`.
+fn decide(config: &Config, lease: Lease, attempt: u32, error: HandlerError) -> Settle {
+    let id = lease.id();
+    let message = error.message().to_owned();
+    if error.is_permanent() {
+        tracing::warn!(event = %id, attempt, error = %message, "inbox: handler failed permanently; dead letter");
+        return Settle::Dead { error: message };
+    }
+    if attempt >= config.max_attempts {
+        tracing::warn!(event = %id, attempt, error = %message, "inbox: handler failed on the last attempt; dead letter");
+        return Settle::Dead { error: message };
+    }
+    let after = error
+        .retry_delay()
+        .unwrap_or_else(|| config.backoff.delay(attempt));
+    tracing::info!(event = %id, attempt, error = %message, retry_in = ?after, "inbox: handler failed; will retry");
+    Settle::Retry {
+        after,
+        error: message,
+    }
+}
+
+/// Records `outcome`, trying again a few times when the store fails.
+async fn settle(config: &Config, lease: Lease, outcome: Settle) -> End {
+    let store = &config.shared.store;
+    let mut pauses = SETTLE_PAUSES.iter();
+    loop {
+        match store.settle(lease, outcome.clone()).await {
+            Ok(true) => return End::Settled,
+            Ok(false) => {
+                tracing::warn!(event = %lease.id(), "inbox: the event's lease was lost (it ran out and another claim took the event); this run's outcome is not recorded");
+                return End::Unrecorded;
+            }
+            Err(error) => match pauses.next() {
+                Some(pause) => tokio::time::sleep(*pause).await,
+                None => {
+                    tracing::error!(event = %lease.id(), %error, "inbox: the handler's outcome could not be recorded; the event runs again when its lease runs out");
+                    return End::Unrecorded;
+                }
+            },
+        }
+    }
+}
+
+/// Drives `call` to its end, renewing `lease` every third of the configured lease meanwhile.
+/// `None` when `cancelled` completes first (the call is then dropped).
+async fn supervise<F>(
+    config: &Config,
+    lease: Lease,
+    call: F,
+    cancelled: impl Future<Output = ()>,
+) -> Option<Result<(), HandlerError>>
+where
+    F: Future<Output = Result<(), HandlerError>>,
+{
+    let every = config.lease / 3;
+    let mut call = pin!(call);
+    let mut cancelled = pin!(cancelled);
+    let mut timer = pin!(tokio::time::sleep(every));
+    let mut renewing: Option<BoxFuture<Result<bool, InboxError>>> = None;
+    poll_fn(|cx| {
+        if let Poll::Ready(result) = call.as_mut().poll(cx) {
+            return Poll::Ready(Some(result));
+        }
+        if cancelled.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        loop {
+            if let Some(renewal) = renewing.as_mut() {
+                let Poll::Ready(result) = renewal.as_mut().poll(cx) else {
+                    break;
+                };
+                renewing = None;
+                match result {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(event = %lease.id(), "inbox: the event's lease was lost while its handler ran; it may run twice"),
+                    Err(error) => tracing::warn!(event = %lease.id(), %error, "inbox: the event's lease could not be renewed"),
+                }
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            timer.as_mut().reset(after(every));
+            renewing = Some(config.shared.store.renew(lease, config.lease));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// A handler's future, with a panic turned into a transient error.
+struct CatchUnwind<F>(F);
+
+impl<F> Future for CatchUnwind<F>
+where
+    F: Future<Output = Result<(), HandlerError>> + Unpin,
+{
+    type Output = Result<(), HandlerError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(poll) => poll,
+            Err(_) => Poll::Ready(Err(HandlerError::transient("the handler panicked"))),
+        }
+    }
+}

@@ -44,9 +44,10 @@
 //! let inbox = Inbox::open("metigan-inbox.redb")?;
 //! let worker = inbox.worker().concurrency(8).spawn_fn(handle)?;
 //!
-//! let app: Router = Router::new()
-//!     .route("/webhooks/metigan", post_service(inbox.service()))
-//!     .route_layer(MetiganSignatureLayer::new("whsec_example")?);
+//! // The method is dispatched first: another method than POST answers 405.
+//! let layer = MetiganSignatureLayer::new("whsec_example")?;
+//! let app: Router =
+//!     Router::new().route("/webhooks/metigan", post_service(inbox.service()).route_layer(layer));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app)
 //!     .with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; })

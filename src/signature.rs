@@ -32,7 +32,7 @@ use crate::rejection::{Reason, Rejection};
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Longest signature header accepted, in bytes (DESIGN: 4 KiB).
+/// Longest signature header accepted, in bytes (4 KiB): a longer one is `malformed_signature`.
 pub const MAX_HEADER_LEN: usize = 4096;
 /// How many non-empty `v1` values are considered; later ones are ignored.
 pub const MAX_SIGNATURES: usize = 16;
@@ -184,7 +184,7 @@ impl fmt::Debug for Verifier {
     }
 }
 
-/// Checks a secret against the construction rules of DESIGN.md 2.
+/// Checks a secret: not empty, no leading or trailing whitespace (a pasted newline).
 pub(crate) fn check_secret(index: usize, secret: &str) -> Result<(), ConfigError> {
     if secret.is_empty() {
         return Err(ConfigError::EmptySecret { index });
@@ -249,7 +249,9 @@ impl Verifier {
         self.keys.len()
     }
 
-    /// Runs every check of DESIGN.md 2 on one request, in order.
+    /// Runs every check of one request, in order: the header is parsed, the signed timestamp
+    /// checked against the tolerance, then the HMAC of `t.body` compared in constant time with
+    /// every `v1` value for every secret.
     ///
     /// `signature_header` is the raw `X-Webhook-Signature` value (`None` when absent),
     /// `timestamp_header` the raw `X-Webhook-Timestamp` value, `now` the current unix time in
@@ -476,9 +478,9 @@ fn parse_digits(value: &[u8]) -> Option<u64> {
 }
 
 impl SignatureHeader {
-    /// Parses a signature header (and, when it has no `t`, the timestamp header) with the rules
-    /// of DESIGN.md 2: tokens separated by commas and/or ASCII whitespace, `key=value` split at
-    /// the first `=`, tokens without `=` and unknown keys ignored.
+    /// Parses a signature header (and, when it has no `t`, the timestamp header): tokens
+    /// separated by commas and/or ASCII whitespace, `key=value` split at the first `=`, tokens
+    /// without `=` and unknown keys ignored.
     ///
     /// # Errors
     ///

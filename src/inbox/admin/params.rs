@@ -9,20 +9,22 @@ use crate::inbox::store::{EventId, ListQuery, State, MAX_LIST_LIMIT};
 /// At most this many characters of a bad value are repeated in an error.
 const SHOWN: usize = 40;
 
-/// The `name=value` pairs of a query string, each name at most once and among `allowed`.
-struct Params<'a> {
-    pairs: Vec<(&'a str, &'a str)>,
+/// The `name=value` pairs of a query string, decoded, each name at most once and among
+/// `allowed`.
+struct Params {
+    pairs: Vec<(String, String)>,
 }
 
-impl<'a> Params<'a> {
-    fn parse(query: Option<&'a str>, allowed: &[&str]) -> Result<Self, String> {
-        let mut pairs: Vec<(&str, &str)> = Vec::new();
+impl Params {
+    fn parse(query: Option<&str>, allowed: &[&str]) -> Result<Self, String> {
+        let mut pairs: Vec<(String, String)> = Vec::new();
         for pair in query.unwrap_or_default().split('&') {
             if pair.is_empty() {
                 continue;
             }
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if !allowed.contains(&name) {
+            let (name, value) = (decode(name)?, decode(value)?);
+            if !allowed.contains(&name.as_str()) {
                 let expected = if allowed.is_empty() {
                     "none".to_owned()
                 } else {
@@ -30,7 +32,7 @@ impl<'a> Params<'a> {
                 };
                 return Err(format!(
                     "unknown parameter {}: expected {expected}",
-                    shown(name)
+                    shown(&name)
                 ));
             }
             if pairs.iter().any(|(seen, _)| *seen == name) {
@@ -41,12 +43,44 @@ impl<'a> Params<'a> {
         Ok(Params { pairs })
     }
 
-    fn get(&self, name: &str) -> Option<&'a str> {
+    fn get(&self, name: &str) -> Option<&str> {
         self.pairs
             .iter()
-            .find(|(seen, _)| *seen == name)
-            .map(|(_, value)| *value)
+            .find(|(seen, _)| seen == name)
+            .map(|(_, value)| value.as_str())
     }
+}
+
+/// A query component with its `%XX` escapes and `+` (a space, in forms) decoded.
+fn decode(component: &str) -> Result<String, String> {
+    if !component.contains(['%', '+']) {
+        return Ok(component.to_owned());
+    }
+    let mut bytes = Vec::with_capacity(component.len());
+    let mut rest = component.as_bytes();
+    while let [first, tail @ ..] = rest {
+        match first {
+            b'%' => {
+                let bad = || format!("{}: a bad %-escape", shown(component));
+                let (hex, after) = tail.split_at_checked(2).ok_or_else(bad)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return Err(bad());
+                }
+                let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+                bytes.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+                rest = after;
+            }
+            b'+' => {
+                bytes.push(b' ');
+                rest = tail;
+            }
+            &other => {
+                bytes.push(other);
+                rest = tail;
+            }
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 once decoded", shown(component)))
 }
 
 /// The listing asked for by `?state=..&limit=..&cursor=..` (each optional).
@@ -166,6 +200,20 @@ mod tests {
                 error.starts_with(expected) || error.contains(expected),
                 "{bad}: {error}"
             );
+        }
+    }
+
+    #[test]
+    fn components_are_decoded() {
+        assert_eq!(
+            list_query(Some("st%61te=de%61d&limit=%37")).unwrap(),
+            ListQuery::new().state(State::Dead).limit(7)
+        );
+        let error = list_query(Some("cursor=x%26state%3Ddone")).unwrap_err();
+        assert!(error.starts_with("cursor: \"x&state=done\""), "{error}");
+        assert_eq!(decode("a+b%20c%C3%A9").unwrap(), "a b cé");
+        for bad in ["%", "%4", "%zz", "%+1", "%C3"] {
+            assert!(decode(bad).is_err(), "{bad}");
         }
     }
 

@@ -9,6 +9,8 @@ mod common;
 mod suite;
 #[cfg(feature = "inbox-admin")]
 mod admin;
+#[cfg(all(feature = "inbox-admin", feature = "cli"))]
+mod admin_cli;
 mod e2e;
 mod file;
 mod service;

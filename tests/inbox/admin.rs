@@ -328,17 +328,21 @@ async fn bad_requests_are_json_errors() {
         assert!(value["error"].as_str().unwrap().contains("web pages"));
     }
 
-    // Methods and paths it does not serve.
-    assert_eq!(
-        call(addr, "GET", "/inbox/replay", &[]).await.status,
-        StatusCode::METHOD_NOT_ALLOWED
-    );
-    assert_eq!(
-        call(addr, "DELETE", &format!("/inbox/events/{id}"), &[])
-            .await
-            .status,
-        StatusCode::METHOD_NOT_ALLOWED
-    );
+    // Methods it does not take, with what it takes; paths it does not serve (an empty 404:
+    // no fallback of its own, so that the router merges into an application's).
+    for (method, path, allow) in [
+        ("GET", "/inbox/replay".to_owned(), "POST"),
+        ("GET", format!("/inbox/events/{id}/replay"), "POST"),
+        ("PUT", "/inbox/purge?older_than_secs=0".to_owned(), "POST"),
+        ("DELETE", format!("/inbox/events/{id}"), "GET, HEAD"),
+        ("POST", "/inbox/stats".to_owned(), "GET, HEAD"),
+        ("POST", "/inbox/events".to_owned(), "GET, HEAD"),
+    ] {
+        let error = refused(addr, method, &path, StatusCode::METHOD_NOT_ALLOWED).await;
+        assert!(error.contains(allow), "{method} {path}: {error}");
+        let answer = call(addr, method, &path, &[]).await;
+        assert_eq!(answer.headers["allow"], allow, "{method} {path}");
+    }
     assert_eq!(
         call(addr, "GET", "/inbox", &[]).await.status,
         StatusCode::NOT_FOUND

@@ -33,8 +33,9 @@
 //!
 //! Errors are `{"error":"..."}`: `400` for a bad parameter (an unknown one included, so that a
 //! typo does not silently list everything), `403` for a browser's request, `404` and `409` as
-//! above, `503` when the store cannot be read or cannot commit. Every answer has
-//! `Cache-Control: no-store`.
+//! above, `405` (with `Allow`) for another method, `503` when the store cannot be read or
+//! cannot commit. Every answer has `Cache-Control: no-store`. A path outside these answers
+//! axum's empty `404`: the router sets no fallback of its own, so it merges into yours.
 //!
 //! The `metigan-webhook inbox` commands of the command-line tool (feature `cli`) talk to this
 //! router.
@@ -97,12 +98,30 @@ use super::handle::Inbox;
 /// It has no authentication: serve it on an internal address only.
 pub fn router(inbox: Inbox) -> Router {
     Router::new()
-        .route("/inbox/stats", get(routes::stats))
-        .route("/inbox/events", get(routes::list))
-        .route("/inbox/events/{id}", get(routes::show))
-        .route("/inbox/events/{id}/replay", post(routes::replay_one))
-        .route("/inbox/replay", post(routes::replay_all))
-        .route("/inbox/purge", post(routes::purge))
+        .route(
+            "/inbox/stats",
+            get(routes::stats).fallback(routes::get_only),
+        )
+        .route(
+            "/inbox/events",
+            get(routes::list).fallback(routes::get_only),
+        )
+        .route(
+            "/inbox/events/{id}",
+            get(routes::show).fallback(routes::get_only),
+        )
+        .route(
+            "/inbox/events/{id}/replay",
+            post(routes::replay_one).fallback(routes::post_only),
+        )
+        .route(
+            "/inbox/replay",
+            post(routes::replay_all).fallback(routes::post_only),
+        )
+        .route(
+            "/inbox/purge",
+            post(routes::purge).fallback(routes::post_only),
+        )
         .route_layer(axum::middleware::from_fn(routes::refuse_browsers))
         .with_state(inbox)
 }

@@ -39,6 +39,8 @@ fn with_headers(status: StatusCode, body: Body) -> Response {
 pub(super) struct AdminError {
     status: StatusCode,
     message: String,
+    /// The `Allow` header of a `405`.
+    allow: Option<&'static str>,
 }
 
 impl AdminError {
@@ -46,6 +48,7 @@ impl AdminError {
         AdminError {
             status: StatusCode::BAD_REQUEST,
             message,
+            allow: None,
         }
     }
 
@@ -53,6 +56,16 @@ impl AdminError {
         AdminError {
             status: StatusCode::FORBIDDEN,
             message: message.to_owned(),
+            allow: None,
+        }
+    }
+
+    /// A method the route does not take; `allow` lists those it does.
+    pub(super) fn method_not_allowed(allow: &'static str) -> Self {
+        AdminError {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            message: format!("method not allowed: this path takes {allow}"),
+            allow: Some(allow),
         }
     }
 
@@ -60,6 +73,7 @@ impl AdminError {
         AdminError {
             status: StatusCode::NOT_FOUND,
             message,
+            allow: None,
         }
     }
 
@@ -67,6 +81,7 @@ impl AdminError {
         AdminError {
             status: StatusCode::CONFLICT,
             message,
+            allow: None,
         }
     }
 }
@@ -78,17 +93,24 @@ impl From<InboxError> for AdminError {
         AdminError {
             status: StatusCode::SERVICE_UNAVAILABLE,
             message: error.to_string(),
+            allow: None,
         }
     }
 }
 
 impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
-        json(
+        let mut response = json(
             self.status,
             &ErrorJson {
                 error: &self.message,
             },
-        )
+        );
+        if let Some(allow) = self.allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        response
     }
 }

@@ -107,6 +107,16 @@ pub(super) async fn purge(State(inbox): State<Inbox>, RawQuery(query): RawQuery)
     Ok(json(StatusCode::OK, &PurgedJson::from(purged)))
 }
 
+/// Any other method on a route of `GET` (and `HEAD`).
+pub(super) async fn get_only() -> AdminError {
+    AdminError::method_not_allowed("GET, HEAD")
+}
+
+/// Any other method on a route of `POST`.
+pub(super) async fn post_only() -> AdminError {
+    AdminError::method_not_allowed("POST")
+}
+
 fn event_id(path: Result<Path<String>, PathRejection>) -> Result<EventId, AdminError> {
     let Path(id) = path.map_err(|rejection| AdminError::bad_request(rejection.body_text()))?;
     params::event_id(&id).map_err(AdminError::bad_request)

@@ -85,6 +85,10 @@ pub(super) async fn replay_one(
     }
     match inbox.get(id).await? {
         None => Err(no_event(id)),
+        // It was not dead when asked, and died since (its last attempt just failed).
+        Some(event) if event.state == EventState::Dead => Err(AdminError::conflict(format!(
+            "event {id} became a dead letter while it was replayed: replay it again"
+        ))),
         Some(event) => Err(AdminError::conflict(format!(
             "event {id} is {}, not {}: only dead letters are replayed",
             event.state,

@@ -1,4 +1,5 @@
-//! `metigan-webhook`: sign, send, verify and watch Metigan webhooks from the command line.
+//! `metigan-webhook`: sign, send, verify and watch Metigan webhooks from the command line, and
+//! see and repair a durable inbox through its admin router.
 //!
 //! Install with `cargo install metigan-webhook --features cli`; run `metigan-webhook --help`.
 
@@ -13,6 +14,10 @@ macro_rules! log {
 
 #[path = "metigan-webhook/diagnose.rs"]
 mod diagnose;
+#[path = "metigan-webhook/escape.rs"]
+mod escape;
+#[path = "metigan-webhook/inbox.rs"]
+mod inbox;
 #[path = "metigan-webhook/json.rs"]
 mod json;
 #[path = "metigan-webhook/listen.rs"]
@@ -35,15 +40,16 @@ use metigan_webhook::{sign, Envelope, EventType, MetiganSignatureLayer, DEFAULT_
 const EXIT_CODES: &str = "\
 Exit codes (stable, for scripts):
   0  success: `verify` printed ok; every answer to `send` was 2xx; `sign` and `sample` printed;
-     `listen` was stopped with Ctrl-C or SIGTERM
+     `listen` was stopped with Ctrl-C or SIGTERM; `inbox` did what it was asked
   1  a negative result: `verify` found that the request would be rejected (the reason code is
-     the first line of its output); `send` got at least one answer that was not 2xx
+     the first line of its output); `send` got at least one answer that was not 2xx; `inbox`
+     found no such event, or the event is not a dead letter, or the admin API refused
   2  usage error: bad arguments, no secret, a secret that is empty or (for sign, send and
      listen) has surrounding whitespace, an https:// URL or a URL with a user name or
      password for send, a --webhook-id that is not a valid header value, a --request file
-     that is not a raw HTTP request
+     that is not a raw HTTP request, no --admin-url (or METIGAN_INBOX_ADMIN) for inbox
   3  I/O or network error: a file that cannot be read or written, connection refused, no answer
-     within --timeout, an address already in use
+     within --timeout, an address already in use, an inbox store that failed (503)
 
 Errors are one line on stderr starting with `metigan-webhook: error:`.
 The secret is read from --secret or WEBHOOK_SECRET (prefer the variable: a flag shows in `ps`
@@ -54,7 +60,8 @@ and shell history) and is never printed.";
 /// Sign, send, verify and watch Metigan webhooks.
 ///
 /// Test a receiver without waiting for real email traffic (`send`), explain why a request is
-/// refused (`verify`), and watch what Metigan sends through a tunnel (`listen`).
+/// refused (`verify`), watch what Metigan sends through a tunnel (`listen`), and see and repair
+/// a durable inbox (`inbox`).
 #[derive(Parser)]
 #[command(name = "metigan-webhook", version, after_help = EXIT_CODES)]
 struct Cli {
@@ -92,6 +99,14 @@ enum Command {
     /// Example: metigan-webhook sample email.clicked --pretty
     #[command(after_help = EXIT_CODES)]
     Sample(SampleArgs),
+    /// See and repair a durable inbox through its admin router: stats, list, show, replay,
+    /// purge.
+    ///
+    /// Talks to `metigan_webhook::inbox::admin::router` (feature `inbox-admin`) at
+    /// --admin-url or METIGAN_INBOX_ADMIN. Example:
+    /// metigan-webhook inbox list --state dead --admin-url http://127.0.0.1:9090
+    #[command(after_help = EXIT_CODES)]
+    Inbox(inbox::InboxArgs),
 }
 
 #[derive(Args)]
@@ -292,9 +307,17 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
-    fn usage(message: impl Into<String>) -> Self {
+    pub(crate) fn usage(message: impl Into<String>) -> Self {
         Failure {
             code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// A negative result (exit code 1).
+    pub(crate) fn negative(message: impl Into<String>) -> Self {
+        Failure {
+            code: 1,
             message: message.into(),
         }
     }
@@ -322,6 +345,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => cmd_verify(args),
         Command::Send(args) => runtime().and_then(|rt| rt.block_on(cmd_send(args))),
         Command::Listen(args) => runtime().and_then(|rt| rt.block_on(cmd_listen(args))),
+        Command::Inbox(args) => runtime().and_then(|rt| rt.block_on(inbox::run(args))),
     };
     match result {
         Ok(code) => ExitCode::from(code),

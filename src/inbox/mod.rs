@@ -25,7 +25,9 @@
 //!   event is a dead letter, with its last error and attempt count. A new event wakes the
 //!   worker at once.
 //! - [`Inbox`] counts events per [`State`], lists and shows them (bodies only on request),
-//!   replays dead letters and purges done events after a retention period.
+//!   replays dead letters and purges done events after a retention period. The `admin`
+//!   router (feature `inbox-admin`) answers the same as JSON on an internal port, for the
+//!   `metigan-webhook inbox` commands.
 //!
 //! # Example
 //!
@@ -92,6 +94,8 @@
 //! no secret. [`Inbox::purge`] removes done events after your retention period; keys are kept
 //! for their own TTL so a late retry is still recognised.
 
+#[cfg(feature = "inbox-admin")]
+pub mod admin;
 mod backoff;
 mod error;
 mod file;

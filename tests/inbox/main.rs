@@ -1,12 +1,16 @@
 //! The durable inbox (feature `inbox`): the store's behaviour suite, run against the file
 //! store; the file store's own promises; the service; the worker; and an end-to-end run over
-//! HTTP on 127.0.0.1.
+//! HTTP on 127.0.0.1; with `inbox-admin`, the admin router over HTTP.
 
 #[path = "../common/mod.rs"]
 mod common;
 
 #[macro_use]
 mod suite;
+#[cfg(feature = "inbox-admin")]
+mod admin;
+#[cfg(all(feature = "inbox-admin", feature = "cli"))]
+mod admin_cli;
 mod e2e;
 mod file;
 mod service;

@@ -30,8 +30,8 @@ pub(crate) fn parse_url(url: &str) -> Result<Uri, String> {
     if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
         return Err(format!(
             "{shown}: the URL has a user name or password (`user:password@` before the host); \
-             `send` does not send credentials (they would be printed and forwarded in `Host`): \
-             remove them from the URL"
+             the tool does not send credentials (they would be printed and forwarded in \
+             `Host`): remove them from the URL"
         ));
     }
     let url = shown.as_str();
@@ -39,8 +39,9 @@ pub(crate) fn parse_url(url: &str) -> Result<Uri, String> {
         Some("http") => {}
         Some("https") => {
             return Err(format!(
-                "{url}: `send` speaks plain HTTP only (to keep the tool free of a TLS stack); \
-                 send to the local side of your tunnel or receiver (http://127.0.0.1:PORT/...)"
+                "{url}: the tool speaks plain HTTP only (to keep it free of a TLS stack); \
+                 use the local side of your tunnel, receiver or admin port \
+                 (http://127.0.0.1:PORT/...)"
             ))
         }
         _ => return Err(format!("{url}: the URL must start with http://")),

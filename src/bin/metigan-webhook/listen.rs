@@ -22,6 +22,7 @@ use metigan_webhook::{
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::escape::{json_safe, Escaped};
 use crate::{json, unix_now, Failure};
 
 /// How verified events are printed.
@@ -77,24 +78,32 @@ fn print_event(format: Format, method: &http::Method, uri: &http::Uri, event: &V
         Format::Line => writeln!(
             out,
             "{}",
-            json::one_line(&text).unwrap_or(text.into_owned())
+            json_safe(&json::one_line(&text).unwrap_or(text.into_owned()))
         ),
         Format::Pretty => {
-            let mut summary = format!("── {} {}  {}", method, uri.path(), event.event_type());
+            // Everything taken from the event is escaped: it cannot end the line or rewrite it.
+            let kind = event.event_type();
+            let mut summary = format!("── {} {}  {}", method, uri.path(), Escaped(kind.as_str()));
             if let Some(id) = event.message_id() {
-                summary.push_str(&format!("  messageId={id}"));
+                summary.push_str(&format!("  messageId={}", Escaped(id)));
             }
             summary.push_str(&format!("  t={}", event.signed_at()));
             if let Some(id) = event.webhook_id() {
                 summary.push_str(&format!("  webhook-id={id}"));
             }
             if let Some(recipient) = event.recipient() {
-                summary.push_str(&format!("  recipient={recipient}"));
+                summary.push_str(&format!("  recipient={}", Escaped(recipient)));
             }
             writeln!(
                 out,
                 "{summary}\n{}",
-                json::pretty(&text).unwrap_or(text.into_owned())
+                // Line by line: the pretty layout's own newlines stay.
+                json::pretty(&text)
+                    .unwrap_or(text.into_owned())
+                    .lines()
+                    .map(json_safe)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             )
         }
     }

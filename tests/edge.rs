@@ -215,7 +215,7 @@ async fn a_flood_of_forged_slow_uploads_stays_bounded_and_real_deliveries_get_th
 
     // The same flood against a receiver whose bound is out of reach (1 TiB): what the bound
     // saves, measured in the same run, and proof that this flood really floods.
-    let mut unbounded = Receiver::start(&[
+    let unbounded = Receiver::start(&[
         ("MAX_BUFFERED_BYTES", "1099511627776"),
         ("HEADER_READ_TIMEOUT_SECS", "3"),
         ("BODY_READ_TIMEOUT_SECS", "3"),

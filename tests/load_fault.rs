@@ -109,7 +109,7 @@ async fn load_with_a_redis_restart_processes_every_event_once() {
 
 async fn run() {
     let mut redis = RedisServer::start_persistent();
-    let receiver = Receiver::start(&[("REDIS_URL", &redis.url())]).await;
+    let mut receiver = Receiver::start(&[("REDIS_URL", &redis.url())]).await;
     let addr = receiver.addr;
     let jobs = jobs();
     let total = jobs.len();
@@ -191,8 +191,17 @@ async fn run() {
         }
     }
     let elapsed = started.elapsed();
+    // The receiver's inbox worker prints after the answer, and a stop leaves what it has not
+    // handled yet for the next start: wait for the lines first (and a moment for any extra).
+    let mut stdout = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stdout.len() < UNIQUE && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        stdout.extend(receiver.take_lines());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
     let peak_rss_kib = receiver.peak_rss_kib();
-    let (stdout, _stderr) = receiver.stop().await;
+    stdout.extend(receiver.stop().await.0);
     let seen = seen.lock().unwrap().clone();
     eprintln!(
         "{total} requests in {elapsed:?} by {CLIENTS} clients; Redis restarted at {restart_at:?} \

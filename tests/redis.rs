@@ -19,8 +19,8 @@ const PATH: &str = "/webhooks/metigan";
 async fn two_receivers_sharing_redis_process_each_delivery_once() {
     let redis = RedisServer::start();
     let url = redis.url();
-    let a = Receiver::start(&[("REDIS_URL", &url)]).await;
-    let b = Receiver::start(&[("REDIS_URL", &url)]).await;
+    let mut a = Receiver::start(&[("REDIS_URL", &url)]).await;
+    let mut b = Receiver::start(&[("REDIS_URL", &url)]).await;
 
     // 40 events, each delivered 10 times, alternately to both instances, all at once.
     let events = 40;
@@ -58,8 +58,18 @@ async fn two_receivers_sharing_redis_process_each_delivery_once() {
         }
     }
 
-    let (out_a, _) = a.stop().await;
-    let (out_b, _) = b.stop().await;
+    // Each receiver's inbox worker prints after the answer, and a stop leaves what it has not
+    // handled yet for the next start: wait for the lines first (and a moment for any extra).
+    let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while out_a.len() + out_b.len() < events && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        out_a.extend(a.take_lines());
+        out_b.extend(b.take_lines());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    out_a.extend(a.stop().await.0);
+    out_b.extend(b.stop().await.0);
     let total = out_a.len() + out_b.len();
     assert_eq!(
         total, events,

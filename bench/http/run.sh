@@ -69,9 +69,11 @@ trap stop_server EXIT
 start_server() { # name
     local name=$1 cmd
     case "$name" in
-        receiver) cmd=("${RECEIVER:-target/release/examples/receiver}") ;;
+        # The receiver handling events inside the request (INBOX=off), as measured before the
+        # durable inbox became its default.
+        receiver) cmd=(env INBOX=off "${RECEIVER:-target/release/examples/receiver}") ;;
         # The same binary with its in-memory deduplication off: what deduplication costs.
-        nodedupe) cmd=(env DEDUPE=off "${RECEIVER:-target/release/examples/receiver}") ;;
+        nodedupe) cmd=(env INBOX=off DEDUPE=off "${RECEIVER:-target/release/examples/receiver}") ;;
         ceiling) cmd=(target/release/examples/ceiling) ;;
         express) cmd=(node bench/http/express-server.js) ;;
     esac

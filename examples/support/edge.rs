@@ -1,6 +1,7 @@
 //! The edge settings the examples read from the environment, with their defaults (the table is
 //! in `examples/receiver.rs` and the README). Seconds may be fractional (`0.5`); an empty value
 //! is the default; anything else that is not a positive number is an error naming the variable.
+//! `var`, `seconds` and `count` read the receiver's other variables the same way.
 
 use std::time::Duration;
 
@@ -15,7 +16,13 @@ pub fn server() -> Result<Server, String> {
         .body_read_timeout(seconds("BODY_READ_TIMEOUT_SECS", 10)?)
         .request_timeout(seconds("REQUEST_TIMEOUT_SECS", 25)?)
         .max_connections(count("MAX_CONNECTIONS", 1024, 1)?)
-        .shutdown_timeout(seconds("SHUTDOWN_TIMEOUT_SECS", 10)?))
+        .shutdown_timeout(shutdown_timeout()?))
+}
+
+/// `SHUTDOWN_TIMEOUT_SECS` (10): after SIGTERM / Ctrl-C, the time the requests in flight (and
+/// the receiver's inbox worker) have to finish.
+pub fn shutdown_timeout() -> Result<Duration, String> {
+    seconds("SHUTDOWN_TIMEOUT_SECS", 10)
 }
 
 /// `MAX_BUFFERED_BYTES` (64 MiB), for the layer's `max_buffered_bytes`: at least the 1 MiB
@@ -29,7 +36,7 @@ pub fn max_buffered_bytes() -> Result<usize, String> {
 }
 
 /// A variable that is set to something.
-fn var(name: &str) -> Result<Option<String>, String> {
+pub fn var(name: &str) -> Result<Option<String>, String> {
     match std::env::var(name) {
         Ok(value) if value.is_empty() => Ok(None),
         Ok(value) => Ok(Some(value)),
@@ -39,7 +46,7 @@ fn var(name: &str) -> Result<Option<String>, String> {
 }
 
 /// A duration in seconds, more than zero.
-fn seconds(name: &str, default: u64) -> Result<Duration, String> {
+pub fn seconds(name: &str, default: u64) -> Result<Duration, String> {
     let Some(value) = var(name)? else {
         return Ok(Duration::from_secs(default));
     };
@@ -57,7 +64,7 @@ fn seconds(name: &str, default: u64) -> Result<Duration, String> {
 }
 
 /// A whole number, at least `min`.
-fn count(name: &str, default: usize, min: usize) -> Result<usize, String> {
+pub fn count(name: &str, default: usize, min: usize) -> Result<usize, String> {
     let Some(value) = var(name)? else {
         return Ok(default);
     };

@@ -31,11 +31,28 @@ pub fn example_binary(name: &str) -> PathBuf {
     if !cfg!(debug_assertions) {
         args.push("--release");
     }
-    let status = std::process::Command::new(env!("CARGO"))
-        .args(&args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("cargo runs");
+    let mut cargo = std::process::Command::new(env!("CARGO"));
+    cargo.args(&args).current_dir(env!("CARGO_MANIFEST_DIR"));
+    // The variables cargo sets for this test process only: ring's build script reruns when
+    // one of them changes, so passing them on would rebuild the example's dependencies here
+    // and again at the next plain `cargo build`.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        let per_test = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_BIN_",
+            "CARGO_CRATE_",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+            || name == "CARGO_PRIMARY_PACKAGE"
+            || name == "CARGO_TARGET_TMPDIR";
+        if per_test {
+            cargo.env_remove(name.as_ref());
+        }
+    }
+    let status = cargo.status().expect("cargo runs");
     assert!(status.success(), "building the {name} example failed");
     // Tests live in target/<profile>/deps; examples in target/<profile>/examples.
     let exe = std::env::current_exe().unwrap();
@@ -164,6 +181,56 @@ impl Example {
         .unwrap_or_else(|_| panic!("{needle:?} on stderr within 10 s"))
     }
 
+    /// The next stdout line within `limit`, or `None` (also when stdout is closed).
+    pub async fn line_within(&mut self, limit: Duration) -> Option<String> {
+        tokio::time::timeout(limit, self.stdout.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Every stdout line read so far and not taken yet, without waiting.
+    pub fn take_lines(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stdout.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// Every stderr line read so far and not taken yet, without waiting.
+    pub fn take_stderr(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+
+    /// Kills it with SIGKILL (a crash) and returns what it wrote on stdout and stderr that was
+    /// not taken yet.
+    pub async fn kill(mut self) -> (Vec<String>, Vec<String>) {
+        let _ = self.child.start_kill();
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("dies on SIGKILL")
+            .unwrap();
+        self.rest().await
+    }
+
+    /// What it still writes until its pipes close.
+    async fn rest(&mut self) -> (Vec<String>, Vec<String>) {
+        let mut out = Vec::new();
+        while let Some(line) = self.stdout.recv().await {
+            out.push(line);
+        }
+        let mut err = Vec::new();
+        while let Some(line) = self.stderr.recv().await {
+            err.push(line);
+        }
+        (out, err)
+    }
+
     /// Stops it with SIGTERM (a graceful exit is expected) and returns what it wrote
     /// afterwards on stdout and stderr.
     pub async fn stop(mut self) -> (Vec<String>, Vec<String>) {
@@ -177,14 +244,6 @@ impl Example {
             .unwrap();
         assert!(status.success(), "graceful exit, got {status}");
         // The child is gone: its pipes end, and the readers close the channels.
-        let mut out = Vec::new();
-        while let Some(line) = self.stdout.recv().await {
-            out.push(line);
-        }
-        let mut err = Vec::new();
-        while let Some(line) = self.stderr.recv().await {
-            err.push(line);
-        }
-        (out, err)
+        self.rest().await
     }
 }

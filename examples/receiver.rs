@@ -32,7 +32,7 @@
 //! | `INBOX_LEASE_SECS` | 60 | how long a running event is held without renewal (renewed every third of it while its handler runs); after a crash, its event runs again once the lease has run out |
 //! | `INBOX_MAX_ATTEMPTS` | 15 | runs before a failing event becomes a dead letter |
 //! | `INBOX_BACKOFF_SECS` | 30 | delay before the first retry, doubled for each next one up to 4 h, each spread by ±25 % |
-//! | `ADMIN_ADDR` | unset | reserved for the inbox's JSON admin router (`127.0.0.1:9090`); it is not in this build yet, and setting it stops the receiver at start |
+//! | `ADMIN_ADDR` | unset | serves the inbox's JSON admin API there (e.g. `127.0.0.1:9090`), for `metigan-webhook inbox stats|list|show|replay|purge`; no authentication, so an internal address only |
 //!
 //! On SIGTERM or Ctrl-C the receiver stops accepting connections and the worker stops taking
 //! events, at once; the requests in flight and the handlers running have `SHUTDOWN_TIMEOUT_SECS`
@@ -249,7 +249,7 @@ impl InboxSettings {
     }
 }
 
-/// `ADMIN_ADDR`, reserved for the inbox's JSON admin router.
+/// `ADMIN_ADDR`: where the inbox's JSON admin API is served.
 fn admin_addr() -> Result<Option<SocketAddr>, String> {
     let Some(addr) = edge::var("ADMIN_ADDR")? else {
         return Ok(None);
@@ -259,14 +259,11 @@ fn admin_addr() -> Result<Option<SocketAddr>, String> {
     })
 }
 
-/// The router served on `ADMIN_ADDR`.
-///
-/// MERGE POINT (issue 11, item 4): the inbox's JSON admin router,
-/// `metigan_webhook::inbox::admin::router(inbox)`, is being written on another branch. Once it
-/// is merged this returns `Ok(metigan_webhook::inbox::admin::router(inbox.clone()))`; `main`
-/// already binds `ADMIN_ADDR` and serves the router until shutdown.
-fn admin_router(_inbox: &Inbox) -> Result<Router, String> {
-    Err("ADMIN_ADDR: the inbox admin router is not in this build yet".to_owned())
+/// The router served on `ADMIN_ADDR`: the inbox's JSON admin API (stats, list, show, replay,
+/// purge), which `metigan-webhook inbox ...` talks to. It has no authentication: bind it to an
+/// internal address only.
+fn admin_router(inbox: &Inbox) -> Result<Router, String> {
+    Ok(metigan_webhook::inbox::admin::router(inbox.clone()))
 }
 
 struct Config {

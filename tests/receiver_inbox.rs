@@ -522,3 +522,85 @@ async fn a_store_that_cannot_write_answers_503_never_2xx() {
     receiver.stop().await;
     drop(fs);
 }
+
+/// A free port on 127.0.0.1 (bound, then released for the receiver to take).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// `metigan-webhook inbox <args>` against the admin API at `admin`: exit code and stdout.
+fn inbox_cli(cli: &str, admin: &str, args: &[&str]) -> (i32, String) {
+    let output = StdCommand::new(cli)
+        .arg("inbox")
+        .arg("--admin-url")
+        .arg(admin)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// The whole repair loop through the real processes: a handler that always fails leaves a dead
+/// letter, `metigan-webhook inbox list` shows it through the receiver's `ADMIN_ADDR`, and once
+/// the handler is fixed (the receiver restarted without the failure) `inbox replay --all` gets
+/// it processed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_is_listed_and_replayed_through_admin_addr_once_the_handler_is_fixed() {
+    let Some(cli) = option_env!("CARGO_BIN_EXE_metigan-webhook") else {
+        println!("skipped: the metigan-webhook binary needs --features cli");
+        return;
+    };
+    let dir = TempDir::new("replay");
+    let inbox = dir.inbox();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{admin}");
+    let mut broken = Receiver::start(&[
+        ("INBOX_PATH", &inbox),
+        ("ADMIN_ADDR", &admin),
+        ("HANDLER_FAIL", "email.bounced:permanent"),
+    ])
+    .await;
+    let answer = deliver(broken.addr, &event_body("email.bounced", "dead-1")).await;
+    assert_eq!(answer.status, 200, "acknowledged: stored before the answer");
+    broken.wait_stderr("dead letter").await;
+
+    let (code, listed) = inbox_cli(cli, &url, &["list", "--state", "dead"]);
+    assert_eq!(code, 0, "{listed}");
+    assert!(listed.contains("email.bounced"), "{listed}");
+    assert!(listed.contains("dead"), "{listed}");
+    let (code, stats) = inbox_cli(cli, &url, &["--json", "stats"]);
+    assert_eq!(code, 0, "{stats}");
+    assert!(stats.contains(r#""dead":1"#), "{stats}");
+    let (_, stderr) = broken.stop().await;
+    assert!(
+        !stderr.join("\n").contains("jane@example.com"),
+        "no body in the log"
+    );
+
+    // The handler is fixed: the same file, no failure; the dead letter waits for a replay.
+    let admin = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{admin}");
+    let mut fixed = Receiver::start(&[("INBOX_PATH", &inbox), ("ADMIN_ADDR", &admin)]).await;
+    assert_eq!(fixed.line_within(Duration::from_millis(500)).await, None);
+    let (code, replayed) = inbox_cli(cli, &url, &["replay", "--all"]);
+    assert_eq!(code, 0, "{replayed}");
+    assert_eq!(
+        fixed.next_line().await,
+        "Email bounced for jane@example.com"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, stats) = inbox_cli(cli, &url, &["--json", "stats"]);
+        assert_eq!(code, 0, "{stats}");
+        if stats.contains(r#""done":1"#) && stats.contains(r#""dead":0"#) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fixed.stop().await;
+}

@@ -106,7 +106,7 @@ use axum::routing::{post, post_service};
 use axum::Router;
 use metigan_webhook::idempotency::{Dedupe, DedupeKey, RedisStore};
 use metigan_webhook::inbox::{
-    Backoff, ErrorKind, HandlerError, Inbox, Worker, DEFAULT_BACKOFF_CAP,
+    Backoff, ErrorKind, FileStore, HandlerError, Inbox, Worker, DEFAULT_BACKOFF_CAP,
 };
 use metigan_webhook::server::{shutdown_signal, Server};
 use metigan_webhook::{EventType, MetiganSignatureLayer, VerifiedEvent};
@@ -211,19 +211,22 @@ impl InboxSettings {
     }
 
     /// Opens the file and starts the worker, which first handles what a previous run left.
-    async fn start(&self, handler: Handler) -> Result<(Inbox, Worker), String> {
+    async fn start(&self, handler: Handler) -> Result<(Inbox, Worker, Arc<FileStore>), String> {
         let key = if self.keyed {
             DedupeKey::EventAndMessageId
         } else {
             DedupeKey::custom(|_, _| None)
         };
-        let inbox = Inbox::builder().key(key).open(&self.path).map_err(|e| {
+        let file = FileStore::open(&self.path).map_err(|e| {
             if e.kind() == ErrorKind::AlreadyOpen {
                 format!("{e}: is another receiver running? Give this one its own INBOX_PATH")
             } else {
                 e.to_string()
             }
         })?;
+        // Kept to report the file's commits and syncs at the end.
+        let file = Arc::new(file);
+        let inbox = Inbox::builder().key(key).store(file.clone());
         if let Ok(counts) = inbox.counts().await {
             tracing::info!(
                 path = %self.path.display(),
@@ -245,7 +248,7 @@ impl InboxSettings {
             ))
             .spawn_fn(move |event| handler.clone().handle(event))
             .map_err(|e| e.to_string())?;
-        Ok((inbox, worker))
+        Ok((inbox, worker, file))
     }
 }
 
@@ -417,15 +420,15 @@ async fn main() -> ExitCode {
         }
     };
     // The inbox first: a second receiver on the same file stops here, whatever its port.
-    let (inbox, worker) = match &inbox {
+    let (inbox, worker, file) = match &inbox {
         Some(settings) => match settings.start(handler.clone()).await {
-            Ok((inbox, worker)) => (Some((inbox, settings.admin)), Some(worker)),
+            Ok((inbox, worker, file)) => (Some((inbox, settings.admin)), Some(worker), Some(file)),
             Err(message) => {
                 eprintln!("receiver: {message}");
                 return ExitCode::from(1);
             }
         },
-        None => (None, None),
+        None => (None, None, None),
     };
     let admin = match &inbox {
         Some((inbox, Some(admin_addr))) => match admin_router(inbox) {
@@ -503,6 +506,19 @@ async fn main() -> ExitCode {
     let (served, admin_served, ()) = tokio::join!(serving, admin_serving, draining);
     // Closes the inbox file (its writer commits what is queued, then unlocks it).
     drop(inbox);
+    if let Some(file) = file {
+        let stats = file.stats();
+        // Group commit at work: far fewer syncs than appends under concurrency.
+        tracing::info!(
+            appends = stats.appends,
+            commits = stats.commits,
+            durable_commits = stats.durable_commits,
+            syncs = stats.syncs,
+            syncs_per_append =
+                format_args!("{:.3}", stats.syncs as f64 / stats.appends.max(1) as f64),
+            "inbox file closed"
+        );
+    }
     match served.and(admin_served) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -53,7 +53,7 @@ run_one() { # mode round
         rm -f "$OUT/inbox.redb"
         inbox_env=(INBOX_PATH="$OUT/inbox.redb")
     fi
-    env "${inbox_env[@]}" PORT="$PORT" RUST_LOG=info taskset -c "$SERVER_CPU" \
+    env "${inbox_env[@]}" PORT="$PORT" RUST_LOG=info NO_COLOR=1 taskset -c "$SERVER_CPU" \
         target/release/examples/receiver >"$lines" 2>"$log" &
     SERVER_PID=$!
     for _ in $(seq 100); do
@@ -70,7 +70,7 @@ run_one() { # mode round
     requests=$(awk '/requests in/ {print $1}' "$file")
     if [ "$mode" = inbox ]; then
         # Every acknowledged event is handled (one line each) before the worker's figure is taken.
-        for _ in $(seq 600); do
+        for _ in $(seq 1800); do
             [ "$(wc -l <"$lines")" -ge "$requests" ] && break
             sleep 0.1
         done
@@ -81,7 +81,7 @@ run_one() { # mode round
     fi
     stop_server
     if [ "$mode" = inbox ]; then
-        syncs=$(grep -o 'syncs_per_append=[0-9.]*' "$log" | tail -1 | cut -d= -f2)
+        syncs=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -o 'syncs_per_append=[0-9.]*' | tail -1 | cut -d= -f2)
     fi
     local rps p50 p99
     rps=$(awk '/^Requests\/sec:/ {print $2}' "$file")

@@ -1007,3 +1007,52 @@ async fn listen_backs_off_when_accept_fails() {
     drop(held);
     terminate(&mut child).await;
 }
+
+/// `listen` escapes what it prints from an event: a recipient holding a newline and a terminal
+/// escape cannot forge a second summary line or rewrite the screen.
+#[tokio::test]
+async fn listen_escapes_what_it_prints_from_an_event() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut listener = Listener::start(&[]).await;
+    let authority = listener.url.trim_start_matches("http://").to_owned();
+    let path = "/hooks/metigan";
+    let body = r#"{"event":"email.delivered","messageId":"m\nforged","data":{"recipient":"a@b.c\n── POST /forged  email.opened\u001b[2J"},"timestamp":1700000000000}"#;
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-webhook-signature: {}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        sign(SECRET, t, body.as_bytes()),
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(&authority).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let summary = listener.line().await;
+    assert!(summary.contains(r"messageId=m\nforged"), "{summary}");
+    assert!(
+        summary.contains(r"recipient=a@b.c\n── POST /forged  email.opened\u{1b}[2J"),
+        "{summary}"
+    );
+    assert!(!summary.contains('\u{1b}'), "{summary}");
+    // The pretty JSON that follows holds the same characters as JSON escapes, never raw.
+    let mut shown = Vec::new();
+    loop {
+        let line = listener.line().await;
+        assert!(!line.contains('\u{1b}'), "{line}");
+        assert!(
+            !line.starts_with("── POST /forged"),
+            "a forged line: {line}"
+        );
+        let end = line == "}";
+        shown.push(line);
+        if end {
+            break;
+        }
+    }
+    assert!(shown.iter().any(|l| l.contains(r"a@b.c\n")), "{shown:?}");
+    listener.stop().await;
+}

@@ -5,15 +5,15 @@ mod tables;
 mod writer;
 
 use std::fmt;
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, DatabaseError, ReadableTable};
+use redb::{Database, DatabaseError, ReadableTable, StorageBackend};
 use tokio::sync::oneshot;
 
 use self::backend::{Counters, CountingBackend};
@@ -45,12 +45,18 @@ use super::store::{
 /// at-least-once delivery allows. Appends, settlements, replays and purges are synced before
 /// they are answered.
 ///
+/// - **Self-healing**: after an I/O error (a full disk, say) redb refuses every later write
+///   until the database is reopened; the store then closes the file and reopens it by itself
+///   (at most once every 100 ms to 1 s, backing off), refusing changes and reads meanwhile
+///   (503 for an append: nothing is answered 2xx without a commit). It logs one warning when
+///   this starts and one line when the file is back.
+///
 /// Reads (counts, listings) run on Tokio's blocking pool from a snapshot, beside the writer.
 /// Dropping the store stops its writer thread (after the batch in progress) and unlocks the
 /// file.
 pub struct FileStore {
     commands: Option<mpsc::Sender<Command>>,
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
     path: PathBuf,
@@ -90,48 +96,45 @@ impl FileStore {
     /// file (this process or another); [`ErrorKind::Storage`](super::ErrorKind::Storage) when
     /// it cannot be created, read or written, or is not an inbox file.
     pub fn open(path: impl AsRef<Path>) -> Result<FileStore, InboxError> {
-        let path = path.as_ref().to_path_buf();
-        let shown = path.display().to_string();
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(true).truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let file = options.open(&path).map_err(|error| {
-            InboxError::new(ErrorKind::Storage, format!("cannot open {shown}: {error}"))
-        })?;
-        warn_if_shared(&file, &shown);
-        let counters = Arc::new(Counters::default());
-        let backend =
-            CountingBackend::new(file, counters.clone()).map_err(|e| open_error(&shown, e))?;
-        let db = redb::Builder::new()
-            .create_with_backend(backend)
-            .map_err(|e| open_error(&shown, e))?;
+        FileStore::open_with(path.as_ref(), Arc::new(backend::file_backend))
+    }
+
+    /// [`FileStore::open`], with the file's backend made by `backend` (tests inject faults).
+    fn open_with(path: &Path, backend: MakeBackend) -> Result<FileStore, InboxError> {
+        let opener = Opener {
+            path: path.to_path_buf(),
+            counters: Arc::new(Counters::default()),
+            backend,
+        };
+        let opened = opener.open(true)?;
         // Create every table once, so that readers find them.
-        let txn = db.begin_write().map_err(storage)?;
+        let txn = opened.db.begin_write().map_err(storage)?;
         drop(Tables::open(&txn)?);
         txn.commit().map_err(storage)?;
 
-        let db = Arc::new(db);
+        let counters = opener.counters.clone();
+        let db = Arc::new(opened.db);
+        let shared = Arc::new(Shared::new(db.clone()));
         let (commands, receiver) = mpsc::channel();
         let writer = {
-            let db = db.clone();
-            let counters = counters.clone();
+            let shared = shared.clone();
+            let open = writer::Open {
+                db,
+                failed: opened.failed,
+            };
             std::thread::Builder::new()
                 .name("metigan-inbox-writer".into())
-                .spawn(move || writer::run(db, receiver, counters))
+                .spawn(move || writer::run(open, shared, opener, receiver))
                 .map_err(|error| {
                     InboxError::storage(format!("cannot start the writer thread: {error}"))
                 })?
         };
         Ok(FileStore {
             commands: Some(commands),
-            db,
+            shared,
             writer: Some(writer),
             counters,
-            path,
+            path: path.to_path_buf(),
         })
     }
 
@@ -177,7 +180,11 @@ impl FileStore {
         &self,
         read: impl FnOnce(&Database) -> Result<T, InboxError> + Send + 'static,
     ) -> BoxFuture<Result<T, InboxError>> {
-        let db = self.db.clone();
+        let Some(db) = self.shared.get() else {
+            return Box::pin(std::future::ready(Err(InboxError::storage(
+                "the inbox file is being reopened after an I/O error",
+            ))));
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let task = runtime.spawn_blocking(move || read(&db));
@@ -204,6 +211,84 @@ impl Drop for FileStore {
                 tracing::error!("inbox: the writer thread panicked");
             }
         }
+    }
+}
+
+/// Makes the file's backend from the open file.
+type MakeBackend =
+    Arc<dyn Fn(File) -> Result<Box<dyn StorageBackend>, DatabaseError> + Send + Sync>;
+
+/// The database the reads use: the writer replaces it when it reopens the file after an I/O
+/// error, and empties it meanwhile (a read then fails, as a write would).
+struct Shared {
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+impl Shared {
+    fn new(db: Arc<Database>) -> Self {
+        Shared {
+            db: RwLock::new(Some(db)),
+        }
+    }
+
+    /// The database, unless it is closed for a reopening.
+    fn get(&self) -> Option<Arc<Database>> {
+        // The lock only guards a swap of `Arc`s: a poisoned lock still holds a valid value.
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the database; returns the one it held.
+    fn set(&self, db: Option<Arc<Database>>) -> Option<Arc<Database>> {
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *slot, db)
+    }
+}
+
+/// Opens (and reopens) the file.
+struct Opener {
+    path: PathBuf,
+    counters: Arc<Counters>,
+    backend: MakeBackend,
+}
+
+/// A freshly opened database, and the flag its backend raises at its first I/O error.
+struct Opened {
+    db: Database,
+    failed: Arc<AtomicBool>,
+}
+
+impl Opener {
+    /// Opens the file, creating it (mode `0600`) when `create` (a reopening does not create a
+    /// file that disappeared: it would be an empty inbox).
+    fn open(&self, create: bool) -> Result<Opened, InboxError> {
+        let shown = self.path.display().to_string();
+        let mut options = OpenOptions::new();
+        options
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&self.path).map_err(|error| {
+            InboxError::new(ErrorKind::Storage, format!("cannot open {shown}: {error}"))
+        })?;
+        if create {
+            warn_if_shared(&file, &shown);
+        }
+        let failed = Arc::new(AtomicBool::new(false));
+        let inner = (self.backend)(file).map_err(|e| open_error(&shown, e))?;
+        let backend = CountingBackend::new(inner, self.counters.clone(), failed.clone());
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(&shown, e))?;
+        Ok(Opened { db, failed })
     }
 }
 

@@ -1,13 +1,11 @@
 //! redb's file backend, counting the syncs it makes (each one an `fdatasync` of the file) and
 //! noting its first I/O error.
 
-use std::fs::File;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use redb::backends::FileBackend;
-use redb::{DatabaseError, StorageBackend};
+use redb::StorageBackend;
 
 /// Counters shared by the backend and the store's handle.
 #[derive(Debug, Default)]
@@ -25,7 +23,7 @@ impl Counters {
     }
 }
 
-/// [`FileBackend`] (which holds an exclusive `flock` on the file while it lives), counting
+/// redb's `FileBackend` (which holds an exclusive `flock` on the file while it lives), counting
 /// `sync_data` calls and raising `failed` at its first I/O error.
 ///
 /// redb refuses every write transaction of a `Database` once its backend has failed once
@@ -33,7 +31,7 @@ impl Counters {
 /// closed and reopened.
 #[derive(Debug)]
 pub(super) struct CountingBackend {
-    inner: Box<dyn StorageBackend>,
+    inner: Arc<dyn StorageBackend>,
     counters: Arc<Counters>,
     failed: Arc<AtomicBool>,
 }
@@ -42,7 +40,7 @@ impl CountingBackend {
     /// Wraps `inner` (a locked [`FileBackend`], see [`file_backend`]; tests inject failing
     /// ones).
     pub(super) fn new(
-        inner: Box<dyn StorageBackend>,
+        inner: Arc<dyn StorageBackend>,
         counters: Arc<Counters>,
         failed: Arc<AtomicBool>,
     ) -> Self {
@@ -59,12 +57,6 @@ impl CountingBackend {
         }
         result
     }
-}
-
-/// The file's own backend: locks `file` (fails with `DatabaseAlreadyOpen` when another open
-/// file holds it).
-pub(super) fn file_backend(file: File) -> Result<Box<dyn StorageBackend>, DatabaseError> {
-    Ok(Box::new(FileBackend::new(file)?))
 }
 
 impl StorageBackend for CountingBackend {

@@ -5,7 +5,7 @@ mod tables;
 mod writer;
 
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -13,6 +13,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use redb::backends::FileBackend;
 use redb::{Database, DatabaseError, ReadableTable, StorageBackend};
 use tokio::sync::oneshot;
 
@@ -46,10 +47,11 @@ use super::store::{
 /// they are answered.
 ///
 /// - **Self-healing**: after an I/O error (a full disk, say) redb refuses every later write
-///   until the database is reopened; the store then closes the file and reopens it by itself
-///   (at most once every 100 ms to 1 s, backing off), refusing changes and reads meanwhile
-///   (503 for an append: nothing is answered 2xx without a commit). It logs one warning when
-///   this starts and one line when the file is back.
+///   until the database is reopened; the store then drops the database and opens a new one
+///   over the same file, which stays locked, by itself (at most once every 100 ms to 1 s,
+///   backing off), refusing changes and reads meanwhile (503 for an append: nothing is
+///   answered 2xx without a commit). It logs one warning when this starts and one line when
+///   the database is back.
 ///
 /// Reads (counts, listings) run on Tokio's blocking pool from a snapshot, beside the writer.
 /// Dropping the store stops its writer thread (after the batch in progress) and unlocks the
@@ -96,17 +98,34 @@ impl FileStore {
     /// file (this process or another); [`ErrorKind::Storage`](super::ErrorKind::Storage) when
     /// it cannot be created, read or written, or is not an inbox file.
     pub fn open(path: impl AsRef<Path>) -> Result<FileStore, InboxError> {
-        FileStore::open_with(path.as_ref(), Arc::new(backend::file_backend))
+        FileStore::open_with(path.as_ref(), |file| Arc::new(file))
     }
 
-    /// [`FileStore::open`], with the file's backend made by `backend` (tests inject faults).
-    fn open_with(path: &Path, backend: MakeBackend) -> Result<FileStore, InboxError> {
+    /// [`FileStore::open`], with the file's backend wrapped by `wrap` (tests inject faults).
+    fn open_with(
+        path: &Path,
+        wrap: impl FnOnce(FileBackend) -> Arc<dyn StorageBackend>,
+    ) -> Result<FileStore, InboxError> {
+        let shown = path.display().to_string();
+        let mut options = OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(path).map_err(|error| {
+            InboxError::new(ErrorKind::Storage, format!("cannot open {shown}: {error}"))
+        })?;
+        warn_if_shared(&file, &shown);
+        // Locks the file (`flock`) until the last database over it is dropped.
+        let backend = FileBackend::new(file).map_err(|e| open_error(&shown, e))?;
         let opener = Opener {
             path: path.to_path_buf(),
             counters: Arc::new(Counters::default()),
-            backend,
+            backend: wrap(backend),
         };
-        let opened = opener.open(true)?;
+        let opened = opener.open()?;
         // Create every table once, so that readers find them.
         let txn = opened.db.begin_write().map_err(storage)?;
         drop(Tables::open(&txn)?);
@@ -214,10 +233,6 @@ impl Drop for FileStore {
     }
 }
 
-/// Makes the file's backend from the open file.
-type MakeBackend =
-    Arc<dyn Fn(File) -> Result<Box<dyn StorageBackend>, DatabaseError> + Send + Sync>;
-
 /// The database the reads use: the writer replaces it when it reopens the file after an I/O
 /// error, and empties it meanwhile (a read then fails, as a write would).
 struct Shared {
@@ -247,11 +262,12 @@ impl Shared {
     }
 }
 
-/// Opens (and reopens) the file.
+/// Opens (and reopens) a database over the file. It holds the file, locked, for the store's
+/// whole life: the lock is never released (and the path never opened again) to reopen.
 struct Opener {
     path: PathBuf,
     counters: Arc<Counters>,
-    backend: MakeBackend,
+    backend: Arc<dyn StorageBackend>,
 }
 
 /// A freshly opened database, and the flag its backend raises at its first I/O error.
@@ -261,33 +277,14 @@ struct Opened {
 }
 
 impl Opener {
-    /// Opens the file, creating it (mode `0600`) when `create` (a reopening does not create a
-    /// file that disappeared: it would be an empty inbox).
-    fn open(&self, create: bool) -> Result<Opened, InboxError> {
-        let shown = self.path.display().to_string();
-        let mut options = OpenOptions::new();
-        options
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let file = options.open(&self.path).map_err(|error| {
-            InboxError::new(ErrorKind::Storage, format!("cannot open {shown}: {error}"))
-        })?;
-        if create {
-            warn_if_shared(&file, &shown);
-        }
+    /// A database over the file (redb repairs it first when it was not closed cleanly).
+    fn open(&self) -> Result<Opened, InboxError> {
         let failed = Arc::new(AtomicBool::new(false));
-        let inner = (self.backend)(file).map_err(|e| open_error(&shown, e))?;
-        let backend = CountingBackend::new(inner, self.counters.clone(), failed.clone());
+        let backend =
+            CountingBackend::new(self.backend.clone(), self.counters.clone(), failed.clone());
         let db = redb::Builder::new()
             .create_with_backend(backend)
-            .map_err(|e| open_error(&shown, e))?;
+            .map_err(|e| open_error(&self.path.display().to_string(), e))?;
         Ok(Opened { db, failed })
     }
 }
@@ -475,5 +472,129 @@ fn flag(answer: Answer) -> Option<bool> {
     match answer {
         Answer::Flag(flag) => Some(flag),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::inbox::store::Appended;
+
+    /// The file's backend, failing every call while `fail` is raised.
+    #[derive(Debug)]
+    struct Faulty {
+        inner: FileBackend,
+        fail: Arc<AtomicBool>,
+        calls_while_failing: Arc<AtomicUsize>,
+    }
+
+    impl Faulty {
+        fn check(&self) -> io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                self.calls_while_failing.fetch_add(1, Ordering::SeqCst);
+                return Err(io::Error::other("injected: no space left on device"));
+            }
+            Ok(())
+        }
+    }
+
+    impl StorageBackend for Faulty {
+        fn len(&self) -> io::Result<u64> {
+            self.check()?;
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+            self.check()?;
+            self.inner.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> io::Result<()> {
+            self.check()?;
+            self.inner.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    fn event(n: u32) -> NewEvent {
+        let body = format!(r#"{{"event":"email.delivered","messageId":"m-{n}","data":{{}}}}"#);
+        let envelope = crate::Envelope::parse(bytes::Bytes::from(body)).unwrap();
+        let event = crate::VerifiedEvent::new(envelope, 1_700_000_000, None, 0);
+        NewEvent::from_event(&event, Some(format!("m-{n}")), Duration::from_secs(3600))
+    }
+
+    fn temp_file(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("metigan-inbox-unit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("inbox.redb")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_io_error_closes_the_database_and_it_is_reopened_once_the_disk_works() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let path = temp_file("reopen");
+        let fail = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let store = FileStore::open_with(&path, |inner| {
+            Arc::new(Faulty {
+                inner,
+                fail: fail.clone(),
+                calls_while_failing: calls.clone(),
+            })
+        })
+        .unwrap();
+        let first = store.append(event(1)).await.unwrap();
+        assert!(matches!(first, Appended::Stored(_)));
+
+        fail.store(true, Ordering::SeqCst);
+        for n in 2..5 {
+            let error = store.append(event(n)).await.unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Storage);
+        }
+        // Still one owner: the file stays locked while the store reopens it.
+        assert_eq!(
+            FileStore::open(&path).unwrap_err().kind(),
+            ErrorKind::AlreadyOpen
+        );
+        // A failing disk is not hammered: reopening backs off (100 ms, 200 ms, ... 1 s).
+        let before = calls.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let attempts = calls.load(Ordering::SeqCst) - before;
+        assert!(attempts <= 10, "{attempts} backend calls in 1.5 s");
+        println!("{attempts} backend calls in 1.5 s of failures");
+        assert!(store.append(event(5)).await.is_err());
+
+        // The disk works again: reopened without traffic, within the longest backoff.
+        fail.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let started = Instant::now();
+        let second = store.append(event(6)).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert!(matches!(second, Appended::Stored(_)));
+        assert!(store.get(first.id(), true).await.unwrap().is_some());
+        assert!(store.get(second.id(), false).await.unwrap().is_some());
+        // Nothing refused was stored; both acknowledged events are.
+        assert_eq!(store.counts().await.unwrap().total(), 2);
+        assert_eq!(
+            FileStore::open(&path).unwrap_err().kind(),
+            ErrorKind::AlreadyOpen
+        );
+        drop(store);
+        // Closed cleanly: the file opens again with both events.
+        let reopened = FileStore::open(&path).unwrap();
+        assert_eq!(reopened.counts().await.unwrap().total(), 2);
+        drop(reopened);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

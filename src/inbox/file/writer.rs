@@ -178,8 +178,8 @@ pub(super) fn run(open: Open, shared: Arc<Shared>, opener: Opener, commands: Rec
                         %error,
                         path = %opener.path.display(),
                         "inbox: an I/O error failed a write transaction (nothing of it was \
-                         committed); closing the file and reopening it until it works, \
-                         answering 503 meanwhile"
+                         committed); closing the database and reopening it over the file \
+                         (still locked) until it works, answering 503 meanwhile"
                     );
                     // Reads stop taking it; those in flight keep their own `Arc`.
                     shared.set(None);
@@ -211,7 +211,8 @@ fn reopen(db: Db, shared: &Shared, opener: &Opener) -> Db {
         Db::Broken(broken) => broken,
     };
     broken.attempts = broken.attempts.saturating_add(1);
-    // The old database must be gone (its file lock released) before the file is opened again.
+    // The old database must be gone before another one uses the file: a snapshot read from it
+    // could see pages the new one reuses.
     if let Some(old) = broken.old.take() {
         match Arc::try_unwrap(old) {
             Ok(old) => {
@@ -226,7 +227,7 @@ fn reopen(db: Db, shared: &Shared, opener: &Opener) -> Db {
             }
         }
     }
-    let opened = catch_unwind(AssertUnwindSafe(|| opener.open(false)))
+    let opened = catch_unwind(AssertUnwindSafe(|| opener.open()))
         .unwrap_or_else(|_| Err(InboxError::storage("the database panicked while opening")));
     match opened {
         Ok(opened) => {
@@ -236,7 +237,7 @@ fn reopen(db: Db, shared: &Shared, opener: &Opener) -> Db {
                 path = %opener.path.display(),
                 refused = broken.refused,
                 attempts = broken.attempts,
-                "inbox: the file is reopened after an I/O error; writes work again"
+                "inbox: the database is reopened after an I/O error; writes work again"
             );
             Db::Open(Open {
                 db,

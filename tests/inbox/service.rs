@@ -209,6 +209,118 @@ async fn a_full_file_system_answers_503_never_2xx() {
     drop(inbox);
 }
 
+/// Fills what is left of the file system with `filler`.
+fn fill(filler: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(filler).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    while file.write_all(&chunk).is_ok() {}
+    let _ = file.sync_all();
+}
+
+/// A full disk poisons redb's database ("Previous I/O error"): once space is freed, the store
+/// reopens its file by itself and appends are answered 200 again, with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_file_system_heals_once_space_is_freed() {
+    let Some(fs) = SmallFs::mount() else {
+        println!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let store = Arc::new(FileStore::open(fs.0.file()).unwrap());
+    let inbox = Inbox::new(store.clone());
+    let mut acknowledged = Vec::new();
+    for n in 0..3 {
+        let id = format!("before-{n}");
+        assert_eq!(post(&inbox, Some(&id)).await.status(), StatusCode::OK);
+        acknowledged.push(id);
+    }
+    let filler = fs.0.path().join("filler");
+    fill(&filler);
+    let mut refused = 0;
+    for n in 0..50 {
+        let id = format!("full-{n}");
+        match post(&inbox, Some(&id)).await.status() {
+            StatusCode::SERVICE_UNAVAILABLE => refused += 1,
+            StatusCode::OK => acknowledged.push(id),
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(refused > 0, "a full file system refused nothing");
+    // Still refused while the disk is full: the reopening does not pretend.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let response = post(&inbox, Some("still-full")).await;
+    match response.status() {
+        StatusCode::SERVICE_UNAVAILABLE => {}
+        StatusCode::OK => acknowledged.push("still-full".into()),
+        other => panic!("unexpected {other}"),
+    }
+
+    // Space again: the same inbox, not reopened by hand, answers 200 within a few seconds.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = post(&inbox, Some("after-0")).await.status();
+        if status == StatusCode::OK {
+            acknowledged.push("after-0".into());
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still 503 10 s after space was freed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in 1..5 {
+        let id = format!("after-{n}");
+        assert_eq!(post(&inbox, Some(&id)).await.status(), StatusCode::OK);
+        acknowledged.push(id);
+    }
+    println!(
+        "full file system: {refused} of 50 appends answered 503, then 200 again once space \
+         was freed"
+    );
+
+    // Every acknowledged event is there, and a worker processes each of them.
+    let stored = inbox.list(ListQuery::new().limit(1000)).await.unwrap();
+    let mut ids: Vec<String> = stored
+        .events
+        .iter()
+        .filter_map(|event| event.message_id.clone())
+        .collect();
+    ids.sort();
+    let mut expected = acknowledged.clone();
+    expected.sort();
+    for id in &expected {
+        assert!(ids.contains(id), "{id} was acknowledged but is not stored");
+    }
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let worker = inbox
+        .worker()
+        .spawn_fn({
+            let seen = seen.clone();
+            move |event: metigan_webhook::VerifiedEvent| {
+                seen.lock()
+                    .unwrap()
+                    .push(event.message_id().unwrap_or_default().to_owned());
+                async { Ok::<(), metigan_webhook::inbox::HandlerError>(()) }
+            }
+        })
+        .unwrap();
+    crate::eventually(Duration::from_secs(10), "every event processed", || {
+        let (inbox, expected) = (inbox.clone(), expected.len() as u64);
+        async move { inbox.counts().await.unwrap().done >= expected }
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(5)).await;
+    let seen = seen.lock().unwrap().clone();
+    for id in &expected {
+        assert!(seen.contains(id), "{id} was not processed");
+    }
+    drop(inbox);
+    drop(store);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duplicate_delivery_answers_200_and_stores_one_record() {
     let dir = TempDir::new("dup");

@@ -7,13 +7,14 @@ mod writer;
 use std::fmt;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, DatabaseError, ReadableTable};
+use redb::backends::FileBackend;
+use redb::{Database, DatabaseError, ReadableTable, StorageBackend};
 use tokio::sync::oneshot;
 
 use self::backend::{Counters, CountingBackend};
@@ -45,12 +46,19 @@ use super::store::{
 /// at-least-once delivery allows. Appends, settlements, replays and purges are synced before
 /// they are answered.
 ///
+/// - **Self-healing**: after an I/O error (a full disk, say) redb refuses every later write
+///   until the database is reopened; the store then drops the database and opens a new one
+///   over the same file, which stays locked, by itself (at most once every 100 ms to 1 s,
+///   backing off), refusing changes and reads meanwhile (503 for an append: nothing is
+///   answered 2xx without a commit). It logs one warning when this starts and one line when
+///   the database is back.
+///
 /// Reads (counts, listings) run on Tokio's blocking pool from a snapshot, beside the writer.
 /// Dropping the store stops its writer thread (after the batch in progress) and unlocks the
 /// file.
 pub struct FileStore {
     commands: Option<mpsc::Sender<Command>>,
-    db: Arc<Database>,
+    shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
     path: PathBuf,
@@ -90,7 +98,14 @@ impl FileStore {
     /// file (this process or another); [`ErrorKind::Storage`](super::ErrorKind::Storage) when
     /// it cannot be created, read or written, or is not an inbox file.
     pub fn open(path: impl AsRef<Path>) -> Result<FileStore, InboxError> {
-        let path = path.as_ref().to_path_buf();
+        FileStore::open_with(path.as_ref(), |file| Arc::new(file))
+    }
+
+    /// [`FileStore::open`], with the file's backend wrapped by `wrap` (tests inject faults).
+    fn open_with(
+        path: &Path,
+        wrap: impl FnOnce(FileBackend) -> Arc<dyn StorageBackend>,
+    ) -> Result<FileStore, InboxError> {
         let shown = path.display().to_string();
         let mut options = OpenOptions::new();
         options.read(true).write(true).create(true).truncate(false);
@@ -99,39 +114,46 @@ impl FileStore {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let file = options.open(&path).map_err(|error| {
+        let file = options.open(path).map_err(|error| {
             InboxError::new(ErrorKind::Storage, format!("cannot open {shown}: {error}"))
         })?;
         warn_if_shared(&file, &shown);
-        let counters = Arc::new(Counters::default());
-        let backend =
-            CountingBackend::new(file, counters.clone()).map_err(|e| open_error(&shown, e))?;
-        let db = redb::Builder::new()
-            .create_with_backend(backend)
-            .map_err(|e| open_error(&shown, e))?;
+        // Locks the file (`flock`) until the last database over it is dropped.
+        let backend = FileBackend::new(file).map_err(|e| open_error(&shown, e))?;
+        let opener = Opener {
+            path: path.to_path_buf(),
+            counters: Arc::new(Counters::default()),
+            backend: wrap(backend),
+        };
+        let opened = opener.open()?;
         // Create every table once, so that readers find them.
-        let txn = db.begin_write().map_err(storage)?;
+        let txn = opened.db.begin_write().map_err(storage)?;
         drop(Tables::open(&txn)?);
         txn.commit().map_err(storage)?;
 
-        let db = Arc::new(db);
+        let counters = opener.counters.clone();
+        let db = Arc::new(opened.db);
+        let shared = Arc::new(Shared::new(db.clone()));
         let (commands, receiver) = mpsc::channel();
         let writer = {
-            let db = db.clone();
-            let counters = counters.clone();
+            let shared = shared.clone();
+            let open = writer::Open {
+                db,
+                failed: opened.failed,
+            };
             std::thread::Builder::new()
                 .name("metigan-inbox-writer".into())
-                .spawn(move || writer::run(db, receiver, counters))
+                .spawn(move || writer::run(open, shared, opener, receiver))
                 .map_err(|error| {
                     InboxError::storage(format!("cannot start the writer thread: {error}"))
                 })?
         };
         Ok(FileStore {
             commands: Some(commands),
-            db,
+            shared,
             writer: Some(writer),
             counters,
-            path,
+            path: path.to_path_buf(),
         })
     }
 
@@ -177,7 +199,11 @@ impl FileStore {
         &self,
         read: impl FnOnce(&Database) -> Result<T, InboxError> + Send + 'static,
     ) -> BoxFuture<Result<T, InboxError>> {
-        let db = self.db.clone();
+        let Some(db) = self.shared.get() else {
+            return Box::pin(std::future::ready(Err(InboxError::storage(
+                "the inbox file is being reopened after an I/O error",
+            ))));
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let task = runtime.spawn_blocking(move || read(&db));
@@ -204,6 +230,62 @@ impl Drop for FileStore {
                 tracing::error!("inbox: the writer thread panicked");
             }
         }
+    }
+}
+
+/// The database the reads use: the writer replaces it when it reopens the file after an I/O
+/// error, and empties it meanwhile (a read then fails, as a write would).
+struct Shared {
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+impl Shared {
+    fn new(db: Arc<Database>) -> Self {
+        Shared {
+            db: RwLock::new(Some(db)),
+        }
+    }
+
+    /// The database, unless it is closed for a reopening.
+    fn get(&self) -> Option<Arc<Database>> {
+        // The lock only guards a swap of `Arc`s: a poisoned lock still holds a valid value.
+        self.db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the database; returns the one it held.
+    fn set(&self, db: Option<Arc<Database>>) -> Option<Arc<Database>> {
+        let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *slot, db)
+    }
+}
+
+/// Opens (and reopens) a database over the file. It holds the file, locked, for the store's
+/// whole life: the lock is never released (and the path never opened again) to reopen.
+struct Opener {
+    path: PathBuf,
+    counters: Arc<Counters>,
+    backend: Arc<dyn StorageBackend>,
+}
+
+/// A freshly opened database, and the flag its backend raises at its first I/O error.
+struct Opened {
+    db: Database,
+    failed: Arc<AtomicBool>,
+}
+
+impl Opener {
+    /// A database over the file (redb repairs it first when it was not closed cleanly).
+    fn open(&self) -> Result<Opened, InboxError> {
+        let failed = Arc::new(AtomicBool::new(false));
+        let backend =
+            CountingBackend::new(self.backend.clone(), self.counters.clone(), failed.clone());
+        let db = redb::Builder::new()
+            .create_with_backend(backend)
+            .map_err(|e| open_error(&self.path.display().to_string(), e))?;
+        Ok(Opened { db, failed })
     }
 }
 
@@ -390,5 +472,129 @@ fn flag(answer: Answer) -> Option<bool> {
     match answer {
         Answer::Flag(flag) => Some(flag),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::inbox::store::Appended;
+
+    /// The file's backend, failing every call while `fail` is raised.
+    #[derive(Debug)]
+    struct Faulty {
+        inner: FileBackend,
+        fail: Arc<AtomicBool>,
+        calls_while_failing: Arc<AtomicUsize>,
+    }
+
+    impl Faulty {
+        fn check(&self) -> io::Result<()> {
+            if self.fail.load(Ordering::SeqCst) {
+                self.calls_while_failing.fetch_add(1, Ordering::SeqCst);
+                return Err(io::Error::other("injected: no space left on device"));
+            }
+            Ok(())
+        }
+    }
+
+    impl StorageBackend for Faulty {
+        fn len(&self) -> io::Result<u64> {
+            self.check()?;
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+            self.check()?;
+            self.inner.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> io::Result<()> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> io::Result<()> {
+            self.check()?;
+            self.inner.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+    }
+
+    fn event(n: u32) -> NewEvent {
+        let body = format!(r#"{{"event":"email.delivered","messageId":"m-{n}","data":{{}}}}"#);
+        let envelope = crate::Envelope::parse(bytes::Bytes::from(body)).unwrap();
+        let event = crate::VerifiedEvent::new(envelope, 1_700_000_000, None, 0);
+        NewEvent::from_event(&event, Some(format!("m-{n}")), Duration::from_secs(3600))
+    }
+
+    fn temp_file(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("metigan-inbox-unit-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("inbox.redb")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_io_error_closes_the_database_and_it_is_reopened_once_the_disk_works() {
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        let path = temp_file("reopen");
+        let fail = Arc::new(AtomicBool::new(false));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let store = FileStore::open_with(&path, |inner| {
+            Arc::new(Faulty {
+                inner,
+                fail: fail.clone(),
+                calls_while_failing: calls.clone(),
+            })
+        })
+        .unwrap();
+        let first = store.append(event(1)).await.unwrap();
+        assert!(matches!(first, Appended::Stored(_)));
+
+        fail.store(true, Ordering::SeqCst);
+        for n in 2..5 {
+            let error = store.append(event(n)).await.unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::Storage);
+        }
+        // Still one owner: the file stays locked while the store reopens it.
+        assert_eq!(
+            FileStore::open(&path).unwrap_err().kind(),
+            ErrorKind::AlreadyOpen
+        );
+        // A failing disk is not hammered: reopening backs off (100 ms, 200 ms, ... 1 s).
+        let before = calls.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let attempts = calls.load(Ordering::SeqCst) - before;
+        assert!(attempts <= 10, "{attempts} backend calls in 1.5 s");
+        println!("{attempts} backend calls in 1.5 s of failures");
+        assert!(store.append(event(5)).await.is_err());
+
+        // The disk works again: reopened without traffic, within the longest backoff.
+        fail.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let started = Instant::now();
+        let second = store.append(event(6)).await.unwrap();
+        assert!(started.elapsed() < Duration::from_millis(500));
+        assert!(matches!(second, Appended::Stored(_)));
+        assert!(store.get(first.id(), true).await.unwrap().is_some());
+        assert!(store.get(second.id(), false).await.unwrap().is_some());
+        // Nothing refused was stored; both acknowledged events are.
+        assert_eq!(store.counts().await.unwrap().total(), 2);
+        assert_eq!(
+            FileStore::open(&path).unwrap_err().kind(),
+            ErrorKind::AlreadyOpen
+        );
+        drop(store);
+        // Closed cleanly: the file opens again with both events.
+        let reopened = FileStore::open(&path).unwrap();
+        assert_eq!(reopened.counts().await.unwrap().total(), 2);
+        drop(reopened);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 }

@@ -5,10 +5,10 @@
 //! added wait.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableTable};
@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::backend::Counters;
 use super::tables::{code, first_due, storage, Record, Tables};
+use super::{Opener, Shared};
 use crate::inbox::error::InboxError;
 use crate::inbox::store::{
     millis_of, to_millis, Appended, ClaimRequest, Claimed, ClaimedEvent, EventId, Lease, NewEvent,
@@ -67,10 +68,57 @@ enum Effect {
     Durable,
 }
 
+/// The shortest wait between two attempts to reopen the file after an I/O error.
+const MIN_REOPEN_DELAY: Duration = Duration::from_millis(100);
+/// The longest: the backoff doubles up to this.
+const MAX_REOPEN_DELAY: Duration = Duration::from_secs(1);
+
+/// The database the writer uses, and the flag its backend raises at its first I/O error.
+pub(super) struct Open {
+    pub(super) db: Arc<Database>,
+    pub(super) failed: Arc<AtomicBool>,
+}
+
+/// The database after an I/O error: closed, to be reopened at `retry_at`.
+struct Broken {
+    /// The failed database, until every read that holds it is done and it can be dropped
+    /// (which unlocks the file for the reopening).
+    old: Option<Arc<Database>>,
+    retry_at: Instant,
+    delay: Duration,
+    /// Commands refused since the failure.
+    refused: u64,
+    attempts: u64,
+}
+
+enum Db {
+    Open(Open),
+    Broken(Broken),
+}
+
 /// Runs until every sender is gone.
-pub(super) fn run(db: Arc<Database>, commands: Receiver<Command>, counters: Arc<Counters>) {
+pub(super) fn run(open: Open, shared: Arc<Shared>, opener: Opener, commands: Receiver<Command>) {
+    let mut db = Db::Open(open);
     let mut batch: Vec<Command> = Vec::new();
-    while let Ok(first) = commands.recv() {
+    loop {
+        let first = match &db {
+            Db::Open(_) => match commands.recv() {
+                Ok(command) => command,
+                Err(_) => break,
+            },
+            // Closed: reopen when its time comes, whether or not commands arrive.
+            Db::Broken(broken) => {
+                let wait = broken.retry_at.saturating_duration_since(Instant::now());
+                match commands.recv_timeout(wait) {
+                    Ok(command) => command,
+                    Err(RecvTimeoutError::Timeout) => {
+                        db = reopen(db, &shared, &opener);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        };
         let mut bytes = body_len(&first.op);
         batch.push(first);
         while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
@@ -86,10 +134,31 @@ pub(super) fn run(db: Arc<Database>, commands: Receiver<Command>, counters: Arc<
             .drain(..)
             .map(|command| (command.op, command.reply))
             .unzip();
+        if matches!(&db, Db::Broken(broken) if broken.retry_at <= Instant::now()) {
+            db = reopen(db, &shared, &opener);
+        }
+        let open = match &mut db {
+            Db::Open(open) => open,
+            Db::Broken(broken) => {
+                // Not reopened yet: refused at once (503 for an append), logged once per
+                // streak (when it began).
+                broken.refused = broken.refused.saturating_add(replies.len() as u64);
+                let error = InboxError::storage(
+                    "the inbox file is being reopened after an I/O error; nothing was written",
+                );
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                continue;
+            }
+        };
         // A panic inside the database must not take the writer down with it: every caller of
         // the batch gets an error (503 for an append), and the next batch tries again.
-        let outcome = catch_unwind(AssertUnwindSafe(|| apply_batch(&db, ops, &counters)))
-            .unwrap_or_else(|_| Err(InboxError::storage("the database panicked during a commit")));
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            apply_batch(&open.db, ops, &opener.counters)
+        }))
+        .unwrap_or_else(|_| Err(InboxError::storage("the database panicked during a commit")));
+        let mut broke = None;
         match outcome {
             Ok(answers) => {
                 for (reply, answer) in replies.into_iter().zip(answers) {
@@ -98,11 +167,88 @@ pub(super) fn run(db: Arc<Database>, commands: Receiver<Command>, counters: Arc<
                 }
             }
             Err(error) => {
-                tracing::warn!(%error, "inbox: a write transaction failed; nothing of it was committed");
+                let refused = replies.len() as u64;
                 for reply in replies {
                     let _ = reply.send(Err(error.clone()));
                 }
+                if open.failed.load(Ordering::Acquire) {
+                    // redb refuses every later write of this database: close it (reads too)
+                    // and reopen the file.
+                    tracing::warn!(
+                        %error,
+                        path = %opener.path.display(),
+                        "inbox: an I/O error failed a write transaction (nothing of it was \
+                         committed); closing the database and reopening it over the file \
+                         (still locked) until it works, answering 503 meanwhile"
+                    );
+                    // Reads stop taking it; those in flight keep their own `Arc`.
+                    shared.set(None);
+                    broke = Some(refused);
+                } else {
+                    tracing::warn!(%error, "inbox: a write transaction failed; nothing of it was committed");
+                }
             }
+        }
+        if let Some(refused) = broke {
+            db = match db {
+                Db::Open(open) => Db::Broken(Broken {
+                    old: Some(open.db),
+                    retry_at: Instant::now() + MIN_REOPEN_DELAY,
+                    delay: MIN_REOPEN_DELAY,
+                    refused,
+                    attempts: 0,
+                }),
+                broken @ Db::Broken(_) => broken,
+            };
+        }
+    }
+}
+
+/// Tries to reopen the file of a broken database; backs off when it cannot yet.
+fn reopen(db: Db, shared: &Shared, opener: &Opener) -> Db {
+    let mut broken = match db {
+        Db::Open(open) => return Db::Open(open),
+        Db::Broken(broken) => broken,
+    };
+    broken.attempts = broken.attempts.saturating_add(1);
+    // The old database must be gone before another one uses the file: a snapshot read from it
+    // could see pages the new one reuses.
+    if let Some(old) = broken.old.take() {
+        match Arc::try_unwrap(old) {
+            Ok(old) => {
+                // Dropping it may try to write (and fail): never a reason to stop.
+                let _ = catch_unwind(AssertUnwindSafe(move || drop(old)));
+            }
+            Err(old) => {
+                // A read still holds it: soon done.
+                broken.old = Some(old);
+                broken.retry_at = Instant::now() + MIN_REOPEN_DELAY;
+                return Db::Broken(broken);
+            }
+        }
+    }
+    let opened = catch_unwind(AssertUnwindSafe(|| opener.open()))
+        .unwrap_or_else(|_| Err(InboxError::storage("the database panicked while opening")));
+    match opened {
+        Ok(opened) => {
+            let db = Arc::new(opened.db);
+            shared.set(Some(db.clone()));
+            tracing::info!(
+                path = %opener.path.display(),
+                refused = broken.refused,
+                attempts = broken.attempts,
+                "inbox: the database is reopened after an I/O error; writes work again"
+            );
+            Db::Open(Open {
+                db,
+                failed: opened.failed,
+            })
+        }
+        Err(error) => {
+            tracing::debug!(%error, "inbox: cannot reopen the file yet");
+            broken.delay = broken.delay.saturating_mul(2).min(MAX_REOPEN_DELAY);
+            broken.retry_at = Instant::now() + broken.delay;
+            Db::Broken(broken)
         }
     }
 }

@@ -16,6 +16,7 @@ use tower_service::Service;
 use super::error::InboxError;
 use super::handle::Shared;
 use super::store::{Appended, BoxFuture, NewEvent};
+use crate::body::VerifiedBody;
 use crate::event::VerifiedEvent;
 
 /// The service that appends each verified event to the inbox and answers `200 OK` once it is
@@ -173,25 +174,20 @@ fn text(status: StatusCode, body: &'static str) -> Response<AckBody> {
     response
 }
 
-/// The body of the inbox's short answers.
+/// The body of the inbox's short answers: a few bytes in one frame (the same one-chunk body the
+/// layer hands to its inner service, under the name of what it is here).
 #[derive(Default)]
-pub struct AckBody {
-    bytes: Option<Bytes>,
-}
+pub struct AckBody(VerifiedBody);
 
 impl AckBody {
     fn new(bytes: Bytes) -> Self {
-        AckBody {
-            bytes: (!bytes.is_empty()).then_some(bytes),
-        }
+        AckBody(VerifiedBody::new(bytes))
     }
 }
 
 impl fmt::Debug for AckBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AckBody")
-            .field("len", &self.bytes.as_ref().map_or(0, Bytes::len))
-            .finish()
+        f.debug_tuple("AckBody").field(&self.0).finish()
     }
 }
 
@@ -201,16 +197,16 @@ impl Body for AckBody {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Poll::Ready(self.bytes.take().map(|bytes| Ok(Frame::data(bytes))))
+        Pin::new(&mut self.0).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.bytes.is_none()
+        self.0.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
+        self.0.size_hint()
     }
 }

@@ -84,13 +84,7 @@ async fn stats_become(addr: SocketAddr, expected: Value) {
 
 /// Appends an event through the service; its id.
 async fn deliver(inbox: &Inbox, message_id: &str) -> u64 {
-    let response = inbox
-        .service()
-        .oneshot(request(event(Some(message_id))))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.extensions().get::<Appended>().unwrap().id().get()
+    crate::deliver(inbox, message_id).await.get()
 }
 
 /// An RFC 3339 UTC time with milliseconds.

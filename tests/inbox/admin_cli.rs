@@ -9,14 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use http::StatusCode;
-use metigan_webhook::inbox::{admin, Appended, HandlerError, Inbox};
+use metigan_webhook::inbox::{admin, HandlerError, Inbox};
 use metigan_webhook::VerifiedEvent;
 use serde_json::{json, Value};
-use tower::ServiceExt;
 
 use crate::common::serve_axum;
-use crate::{event, eventually, request, TempDir};
+use crate::{eventually, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_metigan-webhook");
 
@@ -85,13 +83,7 @@ async fn stats_become(url: &str, expected: Value) {
 
 /// Appends an event whose `messageId` is `message_id`; its id.
 async fn deliver(inbox: &Inbox, message_id: &str) -> u64 {
-    let response = inbox
-        .service()
-        .oneshot(request(event(Some(message_id))))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.extensions().get::<Appended>().unwrap().id().get()
+    crate::deliver(inbox, message_id).await.get()
 }
 
 /// The human `stats` output's count of `state`.

@@ -22,8 +22,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use metigan_webhook::inbox::NewEvent;
+use metigan_webhook::inbox::{Appended, EventId, Inbox, NewEvent};
 use metigan_webhook::{Envelope, VerifiedBody, VerifiedEvent};
+use tower::ServiceExt;
 
 /// A fresh directory under the target's temporary directory, removed when dropped.
 pub struct TempDir(PathBuf);
@@ -80,6 +81,17 @@ pub fn request(event: VerifiedEvent) -> Request<VerifiedBody> {
         .unwrap();
     req.extensions_mut().insert(event);
     req
+}
+
+/// Appends one event through the inbox's service, as the layer hands it on; its id.
+pub async fn deliver(inbox: &Inbox, message_id: &str) -> EventId {
+    let response = inbox
+        .service()
+        .oneshot(request(event(Some(message_id))))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), http::StatusCode::OK);
+    response.extensions().get::<Appended>().unwrap().id()
 }
 
 /// Polls `check` every 5 ms until it is true; panics after `within`.

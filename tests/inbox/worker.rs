@@ -13,18 +13,7 @@ use metigan_webhook::inbox::{
 use metigan_webhook::VerifiedEvent;
 use tower::ServiceExt;
 
-use crate::{event, eventually, new_event, request, TempDir};
-
-/// Appends one event through the service; its id.
-async fn deliver(inbox: &Inbox, message_id: &str) -> EventId {
-    let response = inbox
-        .service()
-        .oneshot(request(event(Some(message_id))))
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    response.extensions().get::<Appended>().unwrap().id()
-}
+use crate::{deliver, event, eventually, new_event, request, TempDir};
 
 async fn shown(inbox: &Inbox, id: EventId) -> StoredEvent {
     inbox.get(id).await.unwrap().expect("stored")

@@ -28,6 +28,7 @@
 //! |---|---|---|
 //! | `INBOX` | `on` | `off`: no file, no worker; each event is handled inside its request |
 //! | `INBOX_PATH` | `metigan-inbox.redb` | the inbox file (created with mode 0600). One receiver per file: a second one on the same file exits at once with one line (exit code 1) |
+//! | `DATABASE_URL` | unset | `postgres://user:password@host:port/database`: the inbox in PostgreSQL instead of a file, shared by every receiver pointed at it (the tables are created when missing). Any worker takes over the events of a receiver that died once their lease has run out. Not with `INBOX_PATH` |
 //! | `INBOX_CONCURRENCY` | 4 | handler runs at once. With more than 1, the lines of events stored together may come out in another order |
 //! | `INBOX_LEASE_SECS` | 60 | how long a running event is held without renewal (renewed every third of it while its handler runs); after a crash, its event runs again once the lease has run out |
 //! | `INBOX_MAX_ATTEMPTS` | 15 | runs before a failing event becomes a dead letter |
@@ -84,7 +85,9 @@
 //! 0 after SIGTERM or Ctrl-C. 2 with one line on stderr when a variable is missing or wrong
 //! (a value that is not a positive number, for example) or Redis cannot be reached. 1 with one
 //! line when the inbox file cannot be opened (another receiver holds it, or it cannot be
-//! created) or the port cannot be bound.
+//! created), PostgreSQL cannot be reached at the start (`DATABASE_URL`), or the port cannot be
+//! bound. Once running, a PostgreSQL that goes away makes each delivery answer `503` with
+//! `Retry-After` (Metigan retries it) until it is back; the pool reconnects by itself.
 
 #[path = "support/aids.rs"]
 mod aids;
@@ -106,7 +109,7 @@ use axum::routing::{post, post_service};
 use axum::Router;
 use metigan_webhook::idempotency::{Dedupe, DedupeKey, RedisStore};
 use metigan_webhook::inbox::{
-    Backoff, ErrorKind, FileStore, HandlerError, Inbox, Worker, DEFAULT_BACKOFF_CAP,
+    Backoff, ErrorKind, FileStore, HandlerError, Inbox, PostgresStore, Worker, DEFAULT_BACKOFF_CAP,
 };
 use metigan_webhook::server::{shutdown_signal, Server};
 use metigan_webhook::{EventType, MetiganSignatureLayer, VerifiedEvent};
@@ -183,9 +186,17 @@ enum Deduplication {
     Off,
 }
 
-/// The inbox's settings (`INBOX_*`, `ADMIN_ADDR`).
+/// Where the inbox keeps its events.
+enum Location {
+    /// `INBOX_PATH`: one redb file, one receiver.
+    File(PathBuf),
+    /// `DATABASE_URL`: PostgreSQL, shared by every receiver pointed at it.
+    Postgres(String),
+}
+
+/// The inbox's settings (`INBOX_*`, `DATABASE_URL`, `ADMIN_ADDR`).
 struct InboxSettings {
-    path: PathBuf,
+    location: Location,
     /// Whether the inbox deduplicates on `<event>:<messageId>`.
     keyed: bool,
     concurrency: usize,
@@ -197,10 +208,22 @@ struct InboxSettings {
 
 impl InboxSettings {
     fn from_env(keyed: bool) -> Result<InboxSettings, String> {
-        let path = edge::var("INBOX_PATH")?.unwrap_or_else(|| "metigan-inbox.redb".to_owned());
+        let path = edge::var("INBOX_PATH")?;
+        let location =
+            match (edge::var("DATABASE_URL")?, path) {
+                (Some(_), Some(_)) => return Err(
+                    "DATABASE_URL and INBOX_PATH are both set: the inbox is either in PostgreSQL \
+                     or in a file, choose one"
+                        .to_owned(),
+                ),
+                (Some(url), None) => Location::Postgres(url),
+                (None, path) => Location::File(PathBuf::from(
+                    path.unwrap_or_else(|| "metigan-inbox.redb".to_owned()),
+                )),
+            };
         let max_attempts = edge::count("INBOX_MAX_ATTEMPTS", 15, 1)?;
         Ok(InboxSettings {
-            path: PathBuf::from(path),
+            location,
             keyed,
             concurrency: edge::count("INBOX_CONCURRENCY", 4, 1)?,
             lease: edge::seconds("INBOX_LEASE_SECS", 60)?,
@@ -210,26 +233,49 @@ impl InboxSettings {
         })
     }
 
-    /// Opens the file and starts the worker, which first handles what a previous run left.
-    async fn start(&self, handler: Handler) -> Result<(Inbox, Worker, Arc<FileStore>), String> {
+    /// Opens the file (or connects to PostgreSQL) and starts the worker, which first handles
+    /// what a previous run left.
+    async fn start(
+        &self,
+        handler: Handler,
+    ) -> Result<(Inbox, Worker, Option<Arc<FileStore>>), String> {
         let key = if self.keyed {
             DedupeKey::EventAndMessageId
         } else {
             DedupeKey::custom(|_, _| None)
         };
-        let file = FileStore::open(&self.path).map_err(|e| {
-            if e.kind() == ErrorKind::AlreadyOpen {
-                format!("{e}: is another receiver running? Give this one its own INBOX_PATH")
-            } else {
-                e.to_string()
+        let builder = Inbox::builder().key(key);
+        let (inbox, file, place) = match &self.location {
+            Location::File(path) => {
+                let file = FileStore::open(path).map_err(|e| {
+                    if e.kind() == ErrorKind::AlreadyOpen {
+                        format!(
+                            "{e}: is another receiver running? Give this one its own INBOX_PATH"
+                        )
+                    } else {
+                        e.to_string()
+                    }
+                })?;
+                // Kept to report the file's commits and syncs at the end.
+                let file = Arc::new(file);
+                let inbox = builder.store(file.clone());
+                (inbox, Some(file), path.display().to_string())
             }
-        })?;
-        // Kept to report the file's commits and syncs at the end.
-        let file = Arc::new(file);
-        let inbox = Inbox::builder().key(key).store(file.clone());
+            Location::Postgres(url) => {
+                // The error never holds the URL (nor its password).
+                let store = PostgresStore::connect(url)
+                    .await
+                    .map_err(|e| format!("DATABASE_URL: {e}"))?;
+                (
+                    builder.store(store),
+                    None,
+                    "PostgreSQL (DATABASE_URL)".to_owned(),
+                )
+            }
+        };
         if let Ok(counts) = inbox.counts().await {
             tracing::info!(
-                path = %self.path.display(),
+                at = %place,
                 waiting = counts.queued + counts.running + counts.retrying,
                 dead = counts.dead,
                 concurrency = self.concurrency,
@@ -237,8 +283,13 @@ impl InboxSettings {
                 "inbox open"
             );
         }
-        let worker = inbox
-            .worker()
+        let mut worker = inbox.worker();
+        if matches!(self.location, Location::Postgres(_)) {
+            // Other receivers append to the same tables without waking this worker: look every
+            // second, so events acknowledged by a receiver that died are taken promptly.
+            worker = worker.poll_interval(Duration::from_secs(1));
+        }
+        let worker = worker
             .concurrency(self.concurrency)
             .lease(self.lease)
             .max_attempts(self.max_attempts)
@@ -337,6 +388,9 @@ async fn config() -> Result<Config, String> {
         if edge::var("ADMIN_ADDR")?.is_some() {
             return Err("ADMIN_ADDR needs the inbox, and INBOX=off is set".to_owned());
         }
+        if edge::var("DATABASE_URL")?.is_some() {
+            return Err("DATABASE_URL is the inbox's store, and INBOX=off is set".to_owned());
+        }
         None
     };
     let aids = Aids::from_env()?;
@@ -422,7 +476,7 @@ async fn main() -> ExitCode {
     // The inbox first: a second receiver on the same file stops here, whatever its port.
     let (inbox, worker, file) = match &inbox {
         Some(settings) => match settings.start(handler.clone()).await {
-            Ok((inbox, worker, file)) => (Some((inbox, settings.admin)), Some(worker), Some(file)),
+            Ok((inbox, worker, file)) => (Some((inbox, settings.admin)), Some(worker), file),
             Err(message) => {
                 eprintln!("receiver: {message}");
                 return ExitCode::from(1);

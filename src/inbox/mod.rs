@@ -101,6 +101,8 @@ mod error;
 mod file;
 mod handle;
 mod handler;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod service;
 mod store;
 mod worker;
@@ -110,6 +112,8 @@ pub use error::{ErrorKind, InboxError};
 pub use file::{FileStats, FileStore};
 pub use handle::{Inbox, InboxBuilder};
 pub use handler::{handler_fn, HandlerError, HandlerFn, MAX_ERROR_LEN};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresStore, PostgresStoreBuilder};
 pub use service::{AckBody, InboxService, ResponseFuture};
 pub use store::{
     Appended, BoxFuture, ClaimRequest, Claimed, ClaimedEvent, Counts, EventId, InboxStore, Lease,

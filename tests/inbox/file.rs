@@ -8,7 +8,7 @@ use metigan_webhook::inbox::{Appended, ErrorKind, FileStore, InboxStore, State};
 
 use crate::{new_event, TempDir};
 
-fn file_store() -> (FileStore, TempDir) {
+async fn file_store() -> (FileStore, TempDir) {
     let dir = TempDir::new("suite");
     (FileStore::open(dir.file()).unwrap(), dir)
 }

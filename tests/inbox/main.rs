@@ -13,6 +13,11 @@ mod admin;
 mod admin_cli;
 mod e2e;
 mod file;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+#[path = "../common/postgres_server.rs"]
+mod postgres_server;
 mod service;
 mod worker;
 

@@ -1,6 +1,7 @@
 //! The behaviour every `InboxStore` must have, as generic async functions taking a fresh store.
-//! `store_suite!(make)` turns them into tests for one store (`make()` returns the store and a
-//! guard kept alive for the test); a new store (PostgreSQL) runs the same suite.
+//! `store_suite!(make)` turns them into tests for one store (`make().await` returns the store
+//! and a guard kept alive for the test): the file store and the PostgreSQL store run the same
+//! suite.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -41,7 +42,7 @@ macro_rules! store_suite {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                let (store, _guard) = $make();
+                let (store, _guard) = $make().await;
                 tokio::time::timeout(
                     std::time::Duration::from_secs(30),
                     crate::suite::$name(store),

@@ -65,6 +65,7 @@ pub async fn run_to_exit(name: &str, env: &[(&str, &str)]) -> (Option<i32>, Stri
     let child = Command::new(example_binary(name))
         .env_remove("WEBHOOK_SECRET")
         .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
         .env_remove("TLS_CERT")
         .env_remove("TLS_KEY")
         .env("PORT", "0")
@@ -99,6 +100,7 @@ impl Example {
         let mut child = Command::new(example_binary(name))
             // Only what the test sets: a developer's own settings must not leak in.
             .env_remove("REDIS_URL")
+            .env_remove("DATABASE_URL")
             .env_remove("TLS_CERT")
             .env_remove("TLS_KEY")
             .env_remove("TLS_DEV_CERT_OUT")

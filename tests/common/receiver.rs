@@ -63,13 +63,15 @@ pub struct Receiver {
 
 impl Receiver {
     /// Starts the receiver with the test secret and `env` (e.g. `REDIS_URL`). Unless `env` sets
-    /// `INBOX_PATH`, its inbox file is in a fresh directory, removed when it stops: receivers
+    /// `INBOX_PATH` or `DATABASE_URL`, its inbox file is in a fresh directory, removed when it stops: receivers
     /// started at once never share the default `metigan-inbox.redb`.
     pub async fn start(env: &[(&str, &str)]) -> Receiver {
         let mut all = vec![("WEBHOOK_SECRET", SECRET)];
         all.extend_from_slice(env);
-        let dir =
-            (!env.iter().any(|(name, _)| *name == "INBOX_PATH")).then(|| TempDir::new("inbox"));
+        let dir = (!env
+            .iter()
+            .any(|(name, _)| *name == "INBOX_PATH" || *name == "DATABASE_URL"))
+        .then(|| TempDir::new("inbox"));
         let path = dir.as_ref().map(TempDir::inbox);
         if let Some(path) = &path {
             all.push(("INBOX_PATH", path));

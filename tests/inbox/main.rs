@@ -7,6 +7,8 @@ mod common;
 
 #[macro_use]
 mod suite;
+#[macro_use]
+mod worker;
 #[cfg(feature = "inbox-admin")]
 mod admin;
 #[cfg(all(feature = "inbox-admin", feature = "cli"))]
@@ -19,7 +21,6 @@ mod postgres;
 #[path = "../common/postgres_server.rs"]
 mod postgres_server;
 mod service;
-mod worker;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

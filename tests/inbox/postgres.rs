@@ -21,6 +21,20 @@ async fn postgres_store() -> (PostgresStore, PostgresServer) {
 
 store_suite!(postgres_store);
 
+/// The worker's behaviours over the PostgreSQL store.
+mod worker {
+    use metigan_webhook::inbox::Inbox;
+
+    use crate::postgres_server::PostgresServer;
+
+    async fn postgres_inbox() -> (Inbox, PostgresServer) {
+        let (store, server) = super::postgres_store().await;
+        (Inbox::new(store), server)
+    }
+
+    worker_suite!(postgres_inbox);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_stores_on_one_database_share_keys_and_never_claim_one_event_twice() {
     let (first, _server) = postgres_store().await;

@@ -13,7 +13,57 @@ use metigan_webhook::inbox::{
 use metigan_webhook::VerifiedEvent;
 use tower::ServiceExt;
 
-use crate::{deliver, event, eventually, new_event, request, TempDir};
+use crate::{deliver, event, eventually, new_event, request};
+
+/// `worker_suite!(make)` turns the behaviours below into tests of the worker over one store
+/// (`make().await` returns an inbox on a fresh store and a guard kept alive for the test): the
+/// file store here, the PostgreSQL store in `postgres.rs`.
+macro_rules! worker_suite {
+    ($make:path) => {
+        worker_suite!(@tests $make;
+            a_failing_handler_is_retried_with_growing_delays_then_processed_once,
+            a_permanent_error_makes_a_dead_letter_at_once,
+            after_the_last_attempt_the_event_is_dead_with_its_last_error_and_count,
+            a_replayed_dead_letter_is_processed_once_the_handler_is_fixed,
+            retry_after_sets_the_next_delay_and_a_panic_is_retried,
+            a_handler_slower_than_its_lease_is_not_run_twice,
+            a_killed_workers_event_is_taken_again_once_its_lease_runs_out,
+            graceful_shutdown_waits_until_its_deadline_then_gives_events_back,
+            concurrency_bounds_the_handlers_running_at_once,
+            a_stored_body_that_is_not_an_envelope_is_a_dead_letter,
+            a_new_event_wakes_the_worker_at_once,
+            purge_keeps_keys_and_dead_letters
+        );
+    };
+    (@tests $make:path; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (inbox, _guard) = $make().await;
+                tokio::time::timeout(
+                    std::time::Duration::from_secs(60),
+                    crate::worker::$name(inbox),
+                )
+                .await
+                .expect("the test finished within 60 s");
+            }
+        )*
+    };
+}
+
+/// The worker over the file store.
+mod file {
+    use metigan_webhook::inbox::Inbox;
+
+    use crate::TempDir;
+
+    async fn file_inbox() -> (Inbox, TempDir) {
+        let dir = TempDir::new("worker");
+        (Inbox::open(dir.file()).unwrap(), dir)
+    }
+
+    worker_suite!(file_inbox);
+}
 
 async fn shown(inbox: &Inbox, id: EventId) -> StoredEvent {
     inbox.get(id).await.unwrap().expect("stored")
@@ -47,10 +97,7 @@ impl Calls {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_handler_is_retried_with_growing_delays_then_processed_once() {
-    let dir = TempDir::new("retries");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn a_failing_handler_is_retried_with_growing_delays_then_processed_once(inbox: Inbox) {
     let calls = Calls::default();
     let worker = inbox
         .worker()
@@ -91,10 +138,7 @@ async fn a_failing_handler_is_retried_with_growing_delays_then_processed_once() 
     assert_eq!(worker.shutdown(Duration::from_secs(1)).await.abandoned, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_permanent_error_makes_a_dead_letter_at_once() {
-    let dir = TempDir::new("permanent");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn a_permanent_error_makes_a_dead_letter_at_once(inbox: Inbox) {
     let calls = Calls::default();
     let worker = inbox
         .worker()
@@ -120,10 +164,7 @@ async fn a_permanent_error_makes_a_dead_letter_at_once() {
     worker.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_the_last_attempt_the_event_is_dead_with_its_last_error_and_count() {
-    let dir = TempDir::new("attempts");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn after_the_last_attempt_the_event_is_dead_with_its_last_error_and_count(inbox: Inbox) {
     let calls = Calls::default();
     let worker = inbox
         .worker()
@@ -155,10 +196,7 @@ async fn after_the_last_attempt_the_event_is_dead_with_its_last_error_and_count(
     worker.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replayed_dead_letter_is_processed_once_the_handler_is_fixed() {
-    let dir = TempDir::new("replay");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn a_replayed_dead_letter_is_processed_once_the_handler_is_fixed(inbox: Inbox) {
     let fixed = Arc::new(AtomicBool::new(false));
     let successes = Arc::new(AtomicUsize::new(0));
     let worker = inbox
@@ -198,10 +236,7 @@ async fn a_replayed_dead_letter_is_processed_once_the_handler_is_fixed() {
     worker.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_after_sets_the_next_delay_and_a_panic_is_retried() {
-    let dir = TempDir::new("retry-after");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn retry_after_sets_the_next_delay_and_a_panic_is_retried(inbox: Inbox) {
     let calls = Calls::default();
     // The default backoff would wait 30 s: only the handler's own delay brings it back soon.
     let worker = inbox
@@ -242,10 +277,7 @@ async fn retry_after_sets_the_next_delay_and_a_panic_is_retried() {
     worker.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_handler_slower_than_its_lease_is_not_run_twice() {
-    let dir = TempDir::new("renew");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn a_handler_slower_than_its_lease_is_not_run_twice(inbox: Inbox) {
     let calls = Calls::default();
     let handler = {
         let calls = calls.clone();
@@ -274,10 +306,7 @@ async fn a_handler_slower_than_its_lease_is_not_run_twice() {
     second.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_workers_event_is_taken_again_once_its_lease_runs_out() {
-    let dir = TempDir::new("killed");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn a_killed_workers_event_is_taken_again_once_its_lease_runs_out(inbox: Inbox) {
     let lease = Duration::from_millis(400);
     let started = Arc::new(tokio::sync::Notify::new());
     let doomed = inbox
@@ -326,10 +355,7 @@ async fn a_killed_workers_event_is_taken_again_once_its_lease_runs_out() {
     rescuer.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn graceful_shutdown_waits_until_its_deadline_then_gives_events_back() {
-    let dir = TempDir::new("shutdown");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn graceful_shutdown_waits_until_its_deadline_then_gives_events_back(inbox: Inbox) {
     let medium = deliver(&inbox, "medium").await;
     let slow = deliver(&inbox, "slow").await;
     let waiting = deliver(&inbox, "waiting").await;
@@ -388,10 +414,7 @@ async fn graceful_shutdown_waits_until_its_deadline_then_gives_events_back() {
     next.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrency_bounds_the_handlers_running_at_once() {
-    let dir = TempDir::new("concurrency");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn concurrency_bounds_the_handlers_running_at_once(inbox: Inbox) {
     let running = Arc::new(AtomicUsize::new(0));
     let most = Arc::new(AtomicUsize::new(0));
     // A tower service as the handler.
@@ -420,10 +443,7 @@ async fn concurrency_bounds_the_handlers_running_at_once() {
     worker.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stored_body_that_is_not_an_envelope_is_a_dead_letter() {
-    let dir = TempDir::new("corrupt");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn a_stored_body_that_is_not_an_envelope_is_a_dead_letter(inbox: Inbox) {
     let mut record = new_event(None);
     record.body = Bytes::from_static(b"not json");
     let id = inbox.store().append(record).await.unwrap().id();
@@ -446,10 +466,7 @@ async fn a_stored_body_that_is_not_an_envelope_is_a_dead_letter() {
 }
 
 /// A new event reaches an idle worker's handler at once: no polling delay.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_event_wakes_the_worker_at_once() {
-    let dir = TempDir::new("wake");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn a_new_event_wakes_the_worker_at_once(inbox: Inbox) {
     let calls = Calls::default();
     let worker = inbox
         .worker()
@@ -497,10 +514,7 @@ async fn a_new_event_wakes_the_worker_at_once() {
     worker.shutdown(Duration::from_secs(1)).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn purge_keeps_keys_and_dead_letters() {
-    let dir = TempDir::new("purge");
-    let inbox = Inbox::open(dir.file()).unwrap();
+pub async fn purge_keeps_keys_and_dead_letters(inbox: Inbox) {
     let worker = inbox
         .worker()
         .spawn_fn(|_event: VerifiedEvent| async { Ok::<(), HandlerError>(()) })

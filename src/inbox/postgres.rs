@@ -62,7 +62,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::tls::{MakeTlsConnect, TlsConnect};
+use tokio_postgres::{NoTls, Row, Socket};
 
 use super::error::InboxError;
 use super::store::{
@@ -179,13 +180,32 @@ impl PostgresStoreBuilder {
     }
 
     /// Connects to `url` (`postgres://user:password@host:port/database`, or any form
-    /// tokio-postgres accepts), without TLS, and creates the schema when it is missing.
+    /// tokio-postgres accepts), without TLS, and creates the schema when it is missing. For a
+    /// database reached over a network, prefer [`connect_with_tls`](Self::connect_with_tls).
     ///
     /// # Errors
     ///
     /// A storage error when the URL is invalid, the server cannot be reached, or the schema
     /// cannot be created. The message never contains the password.
     pub async fn connect(self, url: &str) -> Result<PostgresStore, InboxError> {
+        self.connect_with_tls(url, NoTls).await
+    }
+
+    /// Connects to `url` through `tls`, any tokio-postgres TLS connector (from
+    /// `tokio-postgres-rustls` or `postgres-native-tls`, say), and creates the schema when it
+    /// is missing. Whether TLS is required follows the URL's `sslmode` (`require` refuses a
+    /// server without TLS; the default, `prefer`, falls back to plain TCP).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_with_tls<T>(self, url: &str, tls: T) -> Result<PostgresStore, InboxError>
+    where
+        T: MakeTlsConnect<Socket> + Clone + Sync + Send + 'static,
+        T::Stream: Sync + Send,
+        T::TlsConnect: Sync + Send,
+        <T::TlsConnect as TlsConnect<Socket>>::Future: Send,
+    {
         let mut config = tokio_postgres::Config::from_str(url).map_err(|_| {
             InboxError::storage("PostgreSQL: the database URL is not valid (postgres://user:password@host:port/database)")
         })?;
@@ -197,7 +217,7 @@ impl PostgresStoreBuilder {
         }
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },

@@ -15,6 +15,8 @@ pub struct PostgresServer {
     pub port: u16,
     dir: PathBuf,
     running: bool,
+    /// Extra `-c name=value` settings of this server (TLS).
+    settings: String,
 }
 
 fn free_port() -> u16 {
@@ -147,6 +149,26 @@ fn template() -> &'static Path {
 impl PostgresServer {
     /// A new server with an empty database `postgres`, listening on 127.0.0.1 only.
     pub fn start() -> PostgresServer {
+        Self::start_with(String::new(), |_| {})
+    }
+
+    /// A new server that also accepts TLS (`ssl=on`) with this certificate and key (PEM).
+    pub fn start_with_tls(cert_pem: &str, key_pem: &str) -> PostgresServer {
+        let (cert_pem, key_pem) = (cert_pem.to_owned(), key_pem.to_owned());
+        Self::start_with(
+            "-c ssl=on -c ssl_cert_file=server.crt -c ssl_key_file=server.key".to_owned(),
+            move |data| {
+                std::fs::write(data.join("server.crt"), &cert_pem).unwrap();
+                let key = data.join("server.key");
+                std::fs::write(&key, &key_pem).unwrap();
+                // PostgreSQL refuses a key that others may read.
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+            },
+        )
+    }
+
+    fn start_with(settings: String, prepare: impl FnOnce(&Path)) -> PostgresServer {
         let dir = temp_dir("server");
         let copy = Command::new("cp")
             .arg("-a")
@@ -155,11 +177,13 @@ impl PostgresServer {
             .status()
             .expect("cp runs");
         assert!(copy.success(), "copying the template data directory");
+        prepare(&dir.join("data"));
         hand_over(&dir);
         let mut server = PostgresServer {
             port: free_port(),
             dir,
             running: false,
+            settings,
         };
         // The free port was released before the server bound it: another one if it was taken.
         for _ in 0..5 {
@@ -181,9 +205,10 @@ impl PostgresServer {
 
     fn try_start(&mut self) -> bool {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 {}",
             self.port,
-            self.dir.display()
+            self.dir.display(),
+            self.settings
         );
         let mut pg_ctl = command("pg_ctl");
         pg_ctl

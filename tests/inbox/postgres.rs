@@ -149,3 +149,70 @@ async fn a_bad_url_or_an_unreachable_server_fails_without_the_password() {
     assert_eq!(error.kind(), ErrorKind::Storage);
     assert!(!error.to_string().contains("hunter2"), "{error}");
 }
+
+/// A client configuration trusting only `cert_pem`.
+fn tls_trusting(cert_pem: &str) -> tokio_postgres_rustls::MakeRustlsConnect {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_with_tls_talks_tls_and_a_required_tls_is_refused_without_it() {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let (cert, key) = (generated.cert.pem(), generated.signing_key.serialize_pem());
+    let server = tokio::task::spawn_blocking({
+        let (cert, key) = (cert.clone(), key.clone());
+        move || PostgresServer::start_with_tls(&cert, &key)
+    })
+    .await
+    .unwrap();
+    let url = format!(
+        "postgres://postgres@localhost:{}/postgres?sslmode=require&hostaddr=127.0.0.1",
+        server.port
+    );
+    // Without a TLS connector, `sslmode=require` cannot be met: an error, not plain TCP.
+    let error = PostgresStore::connect(&url).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Storage);
+    let store = PostgresStore::builder()
+        .connect_with_tls(&url, tls_trusting(&cert))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.append(new_event(Some("m-tls"))).await.unwrap(),
+        Appended::Stored(_)
+    ));
+    // Every connection the store opened is encrypted, as the server sees it.
+    let (client, connection) = tokio_postgres::connect(&server.url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid \
+             WHERE a.application_name = 'metigan-webhook'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let ssl: Vec<bool> = rows.iter().map(|row| row.get(0)).collect();
+    assert!(!ssl.is_empty() && ssl.iter().all(|on| *on), "{ssl:?}");
+    // A certificate the client does not trust is refused.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let error = PostgresStore::builder()
+        .connect_with_tls(&url, tls_trusting(&other.cert.pem()))
+        .await
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Storage);
+}

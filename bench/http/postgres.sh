@@ -154,7 +154,9 @@ awk -F'\t' -v modes="$MODES" '
         m = split(modes, list, " ")
         for (k = 1; k <= m; k++) {
             name = list[k]; eps = median(name, 6)
-            printf "%-10s %8.0f %8.2f %8.3f %8.3f %12s\n", name, median(name, 3), base > 0 ? median(name, 3) / base : 0, median(name, 4), median(name, 5), eps < 0 ? "-" : sprintf("%.0f", eps)
+            ratio = (base > 0) ? median(name, 3) / base : 0
+            shown = (eps < 0) ? "-" : sprintf("%.0f", eps)
+            printf "%-10s %8.0f %8.2f %8.3f %8.3f %12s\n", name, median(name, 3), ratio, median(name, 4), median(name, 5), shown
         }
     }' "$OUT/results.tsv"
 echo "raw figures: $OUT/results.tsv"

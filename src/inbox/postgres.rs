@@ -96,20 +96,14 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_MILLIS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
 /// A state's code in the `state` column.
-const fn code(state: State) -> i16 {
-    match state {
-        State::Queued => 0,
-        State::Running => 1,
-        State::Retrying => 2,
-        State::Dead => 3,
-        State::Done => 4,
-    }
+fn code(state: State) -> i16 {
+    i16::from(state.code())
 }
 
 fn state_of(code: i16) -> Result<State, InboxError> {
-    State::ALL
-        .into_iter()
-        .find(|state| self::code(*state) == code)
+    u8::try_from(code)
+        .ok()
+        .and_then(State::from_code)
         .ok_or_else(|| InboxError::storage("PostgreSQL: an event has an unknown state"))
 }
 
@@ -429,7 +423,11 @@ const CLAIM: &str = concat!(
     FROM due, judged j
     WHERE e.id = due.id AND j.id = due.id
     RETURNING e.id, j.expired_last, e.token, e.attempts, e.replays, e.signed_at, e.webhook_id,
-              e.secret_index, e.body, due.was_due"
+              e.secret_index, e.body, due.was_due,
+              (SELECT min(x.due_ms) FROM metigan_inbox_events x
+               WHERE x.due_ms IS NOT NULL AND x.id NOT IN (SELECT id FROM due)) - ",
+    now_ms!(),
+    " AS next_due"
 );
 
 const NEXT_DUE: &str = concat!(
@@ -627,8 +625,18 @@ async fn claim(pool: Pool, request: ClaimRequest) -> Result<Claimed, InboxError>
     let max_attempts = i32::try_from(request.max_attempts).unwrap_or(i32::MAX);
     let lease = millis(request.lease);
     let mut events = Vec::new();
+    // Read from the claim's own rows when it took any (one round trip under a backlog), else
+    // asked on its own.
+    let mut next_due = None;
     if limit > 0 {
         let rows = query(&pool, CLAIM, &[&limit, &max_attempts, &lease]).await?;
+        if let Some(row) = rows.first() {
+            next_due = Some(
+                row.try_get::<_, Option<i64>>(10)
+                    .map_err(storage)?
+                    .map(|ms| Duration::from_millis(to_u64(ms))),
+            );
+        }
         let mut taken = Vec::with_capacity(rows.len());
         for row in &rows {
             let expired_last: bool = row.try_get(1).map_err(storage)?;
@@ -659,13 +667,15 @@ async fn claim(pool: Pool, request: ClaimRequest) -> Result<Claimed, InboxError>
         taken.sort_by_key(|(due, id, _)| (*due, *id));
         events = taken.into_iter().map(|(_, _, event)| event).collect();
     }
-    let next = query(&pool, NEXT_DUE, &[]).await?;
-    let next_due = match next.first() {
-        Some(row) => row
-            .try_get::<_, Option<i64>>(0)
-            .map_err(storage)?
-            .map(|ms| Duration::from_millis(to_u64(ms))),
-        None => None,
+    let next_due = match next_due {
+        Some(next_due) => next_due,
+        None => match query(&pool, NEXT_DUE, &[]).await?.first() {
+            Some(row) => row
+                .try_get::<_, Option<i64>>(0)
+                .map_err(storage)?
+                .map(|ms| Duration::from_millis(to_u64(ms))),
+            None => None,
+        },
     };
     Ok(Claimed::new(events, next_due))
 }

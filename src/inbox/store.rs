@@ -85,6 +85,25 @@ impl State {
     pub fn parse(name: &str) -> Option<State> {
         State::ALL.into_iter().find(|state| state.as_str() == name)
     }
+
+    /// The state's number as the stores record it (0 queued, 1 running, 2 retrying, 3 dead,
+    /// 4 done): part of their on-disk formats, so never renumbered.
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) const fn code(self) -> u8 {
+        match self {
+            State::Queued => 0,
+            State::Running => 1,
+            State::Retrying => 2,
+            State::Dead => 3,
+            State::Done => 4,
+        }
+    }
+
+    /// The state numbered `code` by [`code`](Self::code).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn from_code(code: u8) -> Option<State> {
+        State::ALL.into_iter().find(|state| state.code() == code)
+    }
 }
 
 impl fmt::Display for State {

@@ -9,6 +9,7 @@
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 pub struct PostgresServer {
@@ -108,10 +109,13 @@ fn hand_over(path: &Path) {
 
 /// A fresh temporary directory that the server's user may use.
 fn temp_dir(name: &str) -> PathBuf {
+    // A counter, not a port number: a port comes back free, and two servers started at once
+    // would share (and remove) one directory.
+    static N: AtomicU64 = AtomicU64::new(0);
     let dir = std::env::temp_dir().join(format!(
         "metigan-pg-{}-{name}-{}",
         std::process::id(),
-        free_port()
+        N.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -119,10 +123,33 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Removes the directories of test processes that are gone (a template outlives its process,
+/// and a killed test leaves its servers' directories).
+fn remove_leftovers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("metigan-pg-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// The data directory `initdb` made once for this process; every server copies it.
 fn template() -> &'static Path {
     static TEMPLATE: OnceLock<PathBuf> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
+        remove_leftovers();
         let dir = temp_dir("template");
         let data = dir.join("data");
         let mut initdb = command("initdb");

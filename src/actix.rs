@@ -22,7 +22,17 @@
 //!
 //! The handler takes the event as an argument (the [`FromRequest`] impl of [`VerifiedEvent`]);
 //! the verified bytes are given back to the request, so `web::Bytes`, `String` or `web::Json`
-//! extractors read the same body.
+//! extractors read the same body. Those extractors keep their own limits (256 KiB for
+//! `web::Bytes` unless `web::PayloadConfig` says otherwise), while [`VerifiedEvent::body`] always
+//! has the whole verified body, up to the layer's limit.
+//!
+//! # When the client leaves
+//!
+//! By default actix-web runs a request to its end after its client closed the connection (HTTP/1
+//! half-closed connections are allowed): the handler finishes and its answer decides, as usual,
+//! whether the key is done or released. With `HttpServer::h1_allow_half_closed(false)` the
+//! request's future is dropped with the connection, and its claim is released at once from the
+//! claim's guard, as it is when a handler panics.
 //!
 //! # Why middleware, and not an extractor alone
 //!
@@ -42,7 +52,7 @@
 //!
 //! async fn webhook(event: VerifiedEvent) -> HttpResponse {
 //!     println!("{} for {:?}", event.event_type(), event.recipient());
-//!     HttpResponse::Ok().body("OK")
+//!     HttpResponse::Ok().body("processed")
 //! }
 //!
 //! # actix_web::rt::System::new().block_on(async {
@@ -51,10 +61,9 @@
 //!     .deduplicate(Dedupe::in_memory())
 //!     .build()
 //!     .unwrap();
+//! // On the POST route only: another method answers 405 before the layer runs.
 //! let app = test::init_service(App::new().service(
-//!     web::resource("/webhooks/metigan")
-//!         .wrap(layer)
-//!         .route(web::post().to(webhook)),
+//!     web::resource("/webhooks/metigan").route(web::post().to(webhook).wrap(layer)),
 //! ))
 //! .await;
 //!
@@ -72,11 +81,14 @@
 //!         .set_payload(body)
 //!         .to_request()
 //! };
-//! let response = test::call_service(&app, signed()).await;
-//! assert_eq!(response.status(), 200);
+//! assert_eq!(test::call_and_read_body(&app, signed()).await, "processed");
 //!
-//! // Its retry is answered 200 without running the handler again; a forgery is refused.
-//! assert_eq!(test::call_service(&app, signed()).await.status(), 200);
+//! // Its retry is answered `200 OK` by the middleware, without running the handler again.
+//! let retry = test::call_service(&app, signed()).await;
+//! assert_eq!(retry.status(), 200);
+//! assert_eq!(test::read_body(retry).await, "OK");
+//!
+//! // A forgery never reaches the handler.
 //! let forged = test::TestRequest::post()
 //!     .uri("/webhooks/metigan")
 //!     .insert_header(("x-webhook-signature", "t=1,v1=00"))
@@ -360,9 +372,7 @@ fn http_parts(req: &ServiceRequest, key: &crate::idempotency::DedupeKey) -> http
 ///
 /// let layer = MetiganSignatureLayer::new("whsec_example").unwrap();
 /// let app = App::new().service(
-///     web::resource("/webhooks/metigan")
-///         .wrap(layer)
-///         .route(web::post().to(webhook)),
+///     web::resource("/webhooks/metigan").route(web::post().to(webhook).wrap(layer)),
 /// );
 /// # drop(app);
 /// ```

@@ -502,6 +502,35 @@ async fn rejections_are_answered_as_the_tower_layer_answers_them() {
 }
 
 #[tokio::test]
+async fn on_the_post_route_the_method_is_checked_before_the_signature() {
+    let counter = Counter::default();
+    let c = counter.clone();
+    let server = serve(move |config| {
+        let c = c.clone();
+        let handler = move |_event: VerifiedEvent| {
+            c.0.fetch_add(1, Ordering::SeqCst);
+            async { HttpResponse::Ok().body("OK") }
+        };
+        config.service(
+            web::resource(PATH).route(web::post().to(handler).wrap(layer_with_limit(1024))),
+        );
+    });
+    let get = common::send(
+        http::Request::get(format!("http://{}{PATH}", server.addr))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(get.status, StatusCode::METHOD_NOT_ALLOWED);
+    let unsigned = http_post(server.addr, PATH, &[], "{}").await;
+    assert_eq!(unsigned.status, StatusCode::UNAUTHORIZED);
+    let event = common::event_body("email.sent", "m-1");
+    let answer = common::post_signed(server.addr, PATH, SECRET, &event).await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(counter.get(), 1);
+}
+
+#[tokio::test]
 async fn the_extractor_without_the_middleware_answers_500() {
     let server = serve(|config| {
         config.route(
@@ -655,6 +684,10 @@ fn serve_dedupe_with(dedupe: Dedupe, allow_half_closed: bool) -> (ActixServer, H
                         }
                     })
                     .wrap(layer.clone())
+                    .wrap_fn(|req, srv| {
+                        let answer = srv.call(req);
+                        async move { answer.await.map(expose_rejection) }
+                    })
                     .route(web::post().to(move |event: VerifiedEvent| h.clone().handle(event))),
             );
         },
@@ -676,6 +709,7 @@ async fn concurrent_duplicates_run_once(dedupe: Dedupe) {
     let second = deliver(addr, &event).await;
     assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.text());
     assert_eq!(second.headers["retry-after"], "5");
+    assert_eq!(second.headers["x-rejection"], "in_flight");
     assert_eq!(
         second.text(),
         "in_flight: this event is being processed; retry later\n"
@@ -687,6 +721,7 @@ async fn concurrent_duplicates_run_once(dedupe: Dedupe) {
     assert_eq!(third.status, StatusCode::OK);
     assert_eq!(third.text(), "OK");
     assert!(!third.headers.contains_key("retry-after"));
+    assert_eq!(third.headers["x-rejection"], "already_processed");
     assert_eq!(handler.calls("email.delivered:m-1"), 1);
 }
 

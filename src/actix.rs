@@ -13,10 +13,12 @@
 //!    envelope is parsed into the [`VerifiedEvent`];
 //! 4. with [`deduplicate`](crate::MetiganSignatureBuilder::deduplicate), the event's key is
 //!    claimed in the store before your handler runs, marked done when it answers 2xx and released
-//!    otherwise (an error, a panic, a client that left), so a retry runs it again.
+//!    otherwise (an error, a panic, a request dropped with its connection), so a retry runs it
+//!    again.
 //!
-//! A rejected request gets exactly the status, headers and body the Tower layer answers, and its
-//! [`Rejection`](crate::Rejection) (or, for a deduplicated delivery, its
+//! A rejected request gets the answer the Tower layer gives (the same status, body,
+//! `Content-Type` and `Retry-After`; always the HTTP form, as actix-web does not serve gRPC), and
+//! its [`Rejection`] (or, for a deduplicated delivery, its
 //! [`Duplicate`](crate::idempotency::Duplicate)) is put in the response's extensions. Your
 //! handler is never called for it.
 //!
@@ -41,8 +43,8 @@
 //! it failed. Middleware sees both sides, so verification and deduplication live in one place,
 //! configured once, and the extractor only hands the handler what the middleware verified. A
 //! handler that takes a [`VerifiedEvent`] on a route without the middleware answers `500` and
-//! logs why ([`MissingVerifiedEvent`](crate::MissingVerifiedEvent)): a missing signature check
-//! is a server bug, never a reason to run the handler unverified.
+//! logs why ([`MissingVerifiedEvent`]): a missing signature check is a server bug, never a reason
+//! to run the handler unverified.
 //!
 //! # Example
 //!

@@ -1096,6 +1096,36 @@ mod memory {
 
     shared_suite!(setup);
 
+    /// actix-web's default (half-closed connections allowed): the request of a client that
+    /// left runs to its end, and its handler's 2xx marks the key done.
+    #[tokio::test]
+    async fn by_default_a_client_that_leaves_does_not_stop_its_handler() {
+        let (server, handler) = serve_dedupe(Dedupe::in_memory());
+        let event = body("email.opened", Some("m-left"), "gate");
+        let attempt =
+            tokio::time::timeout(Duration::from_millis(300), deliver(server.addr, &event)).await;
+        assert!(attempt.is_err(), "the handler is still running");
+        handler.started.notified().await;
+        let retry = deliver(server.addr, &event).await;
+        assert_eq!(retry.status, StatusCode::CONFLICT, "still in flight");
+        handler.gate.notify_one();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let retry = deliver(server.addr, &event).await;
+            if retry.status == StatusCode::OK {
+                assert_eq!(retry.headers["x-rejection"], "already_processed");
+                break;
+            }
+            assert_eq!(retry.status, StatusCode::CONFLICT);
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the handler finished"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(handler.calls("email.opened:m-left"), 1);
+    }
+
     #[tokio::test]
     async fn a_store_that_is_down_answers_503_or_fails_open() {
         let noop = |_| async {};

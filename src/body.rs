@@ -102,6 +102,15 @@ impl<B> ResponseBody<B> {
         }
     }
 
+    /// The bytes of a body the layer made itself (`None` for the inner service's).
+    #[cfg(feature = "actix")]
+    pub(crate) fn into_fixed(self) -> Option<Bytes> {
+        match self.kind {
+            Kind::Fixed { bytes } => Some(bytes.unwrap_or_default()),
+            Kind::Inner { .. } => None,
+        }
+    }
+
     /// An empty body.
     pub fn empty() -> Self {
         Self::fixed(Bytes::new())

@@ -1,17 +1,27 @@
-//! axum integration: take the [`VerifiedEvent`] as a handler argument.
+//! Handler arguments: the [`VerifiedEvent`] extractor of axum (here) and of actix-web
+//! (`actix.rs`), and their one rejection.
 
 use std::fmt;
 
+#[cfg(feature = "axum")]
 use axum_core::extract::FromRequestParts;
+#[cfg(feature = "axum")]
 use axum_core::response::{IntoResponse, Response};
+#[cfg(feature = "axum")]
 use http::request::Parts;
+#[cfg(feature = "axum")]
 use http::StatusCode;
 
+#[cfg(feature = "axum")]
 use crate::event::VerifiedEvent;
 
-/// The rejection of the [`VerifiedEvent`] extractor: the handler is not behind
-/// [`MetiganSignatureLayer`](crate::MetiganSignatureLayer). This is a server bug, so it answers
-/// 500 and logs an error saying how to fix it.
+/// The body of the `500` answered by [`MissingVerifiedEvent`].
+pub(crate) const MISSING_LAYER_BODY: &str =
+    "webhook receiver misconfigured: signature layer missing\n";
+
+/// The rejection of the [`VerifiedEvent`](crate::VerifiedEvent) extractor (axum's and
+/// actix-web's): the handler is not behind [`MetiganSignatureLayer`](crate::MetiganSignatureLayer).
+/// This is a server bug, so it answers 500 and logs an error saying how to fix it.
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct MissingVerifiedEvent;
@@ -27,17 +37,15 @@ impl fmt::Display for MissingVerifiedEvent {
 
 impl std::error::Error for MissingVerifiedEvent {}
 
+#[cfg(feature = "axum")]
 impl IntoResponse for MissingVerifiedEvent {
     fn into_response(self) -> Response {
         tracing::error!("{self}");
-        (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "webhook receiver misconfigured: signature layer missing\n",
-        )
-            .into_response()
+        (StatusCode::INTERNAL_SERVER_ERROR, MISSING_LAYER_BODY).into_response()
     }
 }
 
+#[cfg(feature = "axum")]
 /// ```
 /// use axum::{routing::post, Router};
 /// use metigan_webhook::{MetiganSignatureLayer, VerifiedEvent};

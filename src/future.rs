@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::request::Parts;
-use http::{Extensions, HeaderMap, Request, Response};
+use http::{Extensions, HeaderMap, HeaderValue, Request, Response};
 use http_body::Body;
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -202,12 +203,14 @@ where
     let body = buffer.finish();
     // The body is complete: its bytes leave the layer's budget with the buffer.
     drop(buffer);
-    let checked = config
-        .verifier
-        .check_body(&signature, &body)
-        .and_then(|verified| Ok((verified, Envelope::parse(body.clone())?)));
-    let (verified, envelope) = match checked {
-        Ok(checked) => checked,
+    let checked = verify_body(
+        &config,
+        &signature,
+        body.clone(),
+        parts.headers.get(&config.webhook_id_header),
+    );
+    let event = match checked {
+        Ok(event) => event,
         Err(rejection) => {
             return Ok(reject(
                 &config,
@@ -217,13 +220,6 @@ where
             ))
         }
     };
-    // Informative only; a value that is not visible ASCII is dropped.
-    let event = VerifiedEvent::from_request(
-        envelope,
-        verified.timestamp(),
-        parts.headers.get(&config.webhook_id_header),
-        verified.secret_index(),
-    );
     let guard = config.dedupe.as_ref().and_then(|dedupe| {
         let key = dedupe.key.key_of(&event, &parts)?;
         Some(ClaimGuard::new(dedupe.store.clone(), key, new_token()))
@@ -236,6 +232,25 @@ where
         config,
     };
     claim(waiting, cx)
+}
+
+/// Checks the HMAC of the complete body, then parses its envelope, into the verified event.
+/// Shared by the Tower service and the actix-web middleware.
+pub(crate) fn verify_body(
+    config: &Config,
+    signature: &SignatureHeader,
+    body: Bytes,
+    webhook_id: Option<&HeaderValue>,
+) -> Result<VerifiedEvent, Rejection> {
+    let verified = config.verifier.check_body(signature, &body)?;
+    let envelope = Envelope::parse(body)?;
+    // Informative only; a value that is not visible ASCII is dropped.
+    Ok(VerifiedEvent::from_request(
+        envelope,
+        verified.timestamp(),
+        webhook_id,
+        verified.secret_index(),
+    ))
 }
 
 /// Claims the key of a verified request (when it has one), then goes on to the inner service.
@@ -257,11 +272,81 @@ where
     }
 }
 
-fn lease_of(config: &Config) -> Duration {
+pub(crate) fn lease_of(config: &Config) -> Duration {
     config
         .dedupe
         .as_ref()
         .map_or(crate::idempotency::DEFAULT_LEASE, |dedupe| dedupe.lease)
+}
+
+pub(crate) fn ttl_of(config: &Config) -> Duration {
+    config
+        .dedupe
+        .as_ref()
+        .map_or(crate::idempotency::DEFAULT_TTL, |dedupe| dedupe.ttl)
+}
+
+pub(crate) fn retry_after_of(config: &Config) -> Duration {
+    config
+        .dedupe
+        .as_ref()
+        .map_or(crate::idempotency::DEFAULT_RETRY_AFTER, |d| d.retry_after)
+}
+
+/// What the store's answer to a claim means for the request.
+pub(crate) enum Claimed {
+    /// Call the handler: holding the claim, or without one when the store failed and the
+    /// layer fails open.
+    Run(Option<ClaimGuard>),
+    /// Answer without calling the handler (logged already).
+    Answer(Duplicate),
+}
+
+/// Settles the store's answer to a claim. Shared by the Tower service and the actix-web
+/// middleware.
+pub(crate) fn settle_claim(
+    config: &Config,
+    mut guard: ClaimGuard,
+    claimed: Result<Claim, StoreError>,
+    peer: Option<std::net::SocketAddr>,
+) -> Claimed {
+    let fail_open = config.dedupe.as_ref().is_some_and(|d| d.fail_open);
+    let answer = |duplicate| {
+        config
+            .rejection_log
+            .record(Outcome::Duplicate(duplicate), peer);
+        Claimed::Answer(duplicate)
+    };
+    match claimed {
+        Ok(Claim::Acquired) => {
+            // Renewed while the request waits for the handler and while it runs.
+            guard.hold(lease_of(config));
+            Claimed::Run(Some(guard))
+        }
+        Ok(Claim::InFlight) => {
+            guard.disarm();
+            answer(Duplicate::InFlight)
+        }
+        Ok(Claim::Done) => {
+            guard.disarm();
+            answer(Duplicate::AlreadyProcessed)
+        }
+        // The claim may have landed before the error: `guard` is dropped armed, which
+        // releases it in the background.
+        Err(error) if fail_open => {
+            tracing::warn!(
+                %error,
+                "deduplication store unavailable: processing without deduplication (fail-open)"
+            );
+            drop(guard);
+            Claimed::Run(None)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "deduplication store unavailable: answering 503");
+            drop(guard);
+            answer(Duplicate::StoreUnavailable)
+        }
+    }
 }
 
 /// The state that follows the store's answer to a claim.
@@ -273,57 +358,21 @@ fn after_claim<S, B>(
 where
     S: Service<Request<VerifiedBody>>,
 {
-    let Some(mut guard) = waiting.guard.take() else {
+    let Some(guard) = waiting.guard.take() else {
         return start(waiting, cx);
     };
-    let config = &waiting.config;
-    let (retry_after, fail_open) = config
-        .dedupe
-        .as_ref()
-        .map_or((crate::idempotency::DEFAULT_RETRY_AFTER, false), |d| {
-            (d.retry_after, d.fail_open)
-        });
-    // The layer answers a duplicate itself, the gRPC way for a gRPC request.
-    let answer = |duplicate, request: &Request<VerifiedBody>| {
-        config
-            .rejection_log
-            .record(Outcome::Duplicate(duplicate), peer(request.extensions()));
-        Ok(State::Answered {
+    let peer = peer(waiting.request.extensions());
+    match settle_claim(&waiting.config, guard, claimed, peer) {
+        Claimed::Run(guard) => {
+            waiting.guard = guard;
+            start(waiting, cx)
+        }
+        // The layer answers a duplicate itself, the gRPC way for a gRPC request.
+        Claimed::Answer(duplicate) => Ok(State::Answered {
             duplicate,
-            retry_after,
-            grpc: is_grpc(request.headers()),
-        })
-    };
-    match claimed {
-        Ok(Claim::Acquired) => {
-            // Renewed while the request waits for the inner service and while it runs.
-            guard.hold(lease_of(config));
-            waiting.guard = Some(guard);
-            start(waiting, cx)
-        }
-        Ok(Claim::InFlight) => {
-            guard.disarm();
-            answer(Duplicate::InFlight, &waiting.request)
-        }
-        Ok(Claim::Done) => {
-            guard.disarm();
-            answer(Duplicate::AlreadyProcessed, &waiting.request)
-        }
-        // The claim may have landed before the error: `guard` is dropped armed, which
-        // releases it in the background.
-        Err(error) if fail_open => {
-            tracing::warn!(
-                %error,
-                "deduplication store unavailable: processing without deduplication (fail-open)"
-            );
-            drop(guard);
-            start(waiting, cx)
-        }
-        Err(error) => {
-            tracing::warn!(%error, "deduplication store unavailable: answering 503");
-            drop(guard);
-            answer(Duplicate::StoreUnavailable, &waiting.request)
-        }
+            retry_after: retry_after_of(&waiting.config),
+            grpc: is_grpc(waiting.request.headers()),
+        }),
     }
 }
 
@@ -435,11 +484,7 @@ where
                     };
                     // Done only on success; anything else frees the key so the retry runs.
                     let completing = matches!(&output, Ok(response) if succeeded(response));
-                    let ttl = config
-                        .dedupe
-                        .as_ref()
-                        .map_or(crate::idempotency::DEFAULT_TTL, |d| d.ttl);
-                    match guard.record(completing, ttl) {
+                    match guard.record(completing, ttl_of(config)) {
                         Ok(result) => {
                             guard.recorded(result);
                             self.as_mut().project().state.set(State::Done);

@@ -68,6 +68,9 @@ impl Config {
 ///
 /// Build it with [`MetiganSignatureLayer::new`] (one secret, defaults) or
 /// [`MetiganSignatureLayer::builder`]. Cloning is cheap (the configuration is behind an `Arc`).
+///
+/// With the `actix` feature it is also actix-web middleware (`wrap` a route with it; see the
+/// crate's `actix` module): one configuration for both.
 #[derive(Clone)]
 pub struct MetiganSignatureLayer {
     config: Arc<Config>,

@@ -3,10 +3,12 @@
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "actix")]
+pub mod actix;
 mod body;
 mod buffer;
 mod event;
-#[cfg(feature = "axum")]
+#[cfg(any(feature = "axum", feature = "actix"))]
 mod extract;
 mod future;
 pub mod idempotency;
@@ -26,7 +28,7 @@ pub mod testing;
 
 pub use body::{ResponseBody, VerifiedBody};
 pub use event::{Envelope, EventType, VerifiedEvent};
-#[cfg(feature = "axum")]
+#[cfg(any(feature = "axum", feature = "actix"))]
 pub use extract::MissingVerifiedEvent;
 pub use future::ResponseFuture;
 pub use layer::{

@@ -12,8 +12,8 @@ use crate::body::{ResponseBody, VerifiedBody};
 use crate::buffer::Reservation;
 use crate::future::ResponseFuture;
 use crate::layer::{Config, MetiganSignatureLayer};
-use crate::rejection::Reason;
-use crate::signature::ConfigError;
+use crate::rejection::{Reason, Rejection};
+use crate::signature::{ConfigError, SignatureHeader};
 use crate::BoxError;
 
 /// Middleware that verifies Metigan webhooks before calling `S`; made by
@@ -102,9 +102,49 @@ fn declared_length<B: Body>(headers: &HeaderMap, body: &B) -> u64 {
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok());
+        .and_then(|value| parse_content_length(value.as_bytes()));
     declared.unwrap_or(0).max(hint.lower())
+}
+
+/// A `Content-Length` value, or `None` when it is not a number.
+pub(crate) fn parse_content_length(value: &[u8]) -> Option<u64> {
+    std::str::from_utf8(value).ok()?.trim().parse().ok()
+}
+
+/// What a request admitted by the checks that need no body carries into the reading of its
+/// body: the parsed signature header, the declared length, and that length reserved from the
+/// layer's buffer budget.
+pub(crate) struct Admitted {
+    pub(crate) signature: SignatureHeader,
+    pub(crate) expected: usize,
+    pub(crate) reservation: Reservation,
+}
+
+/// Every check that needs no body, in the order of the spec: the signature header and its
+/// timestamp, then the declared length against the limit (413) and the buffer budget (503).
+/// Shared by the Tower service and the actix-web middleware.
+pub(crate) fn admit<'a>(
+    config: &Config,
+    signature: Option<&[u8]>,
+    timestamp: impl FnOnce() -> Option<&'a [u8]>,
+    declared: u64,
+) -> Result<Admitted, Rejection> {
+    let signature = config
+        .verifier
+        .check_header_with(signature, timestamp, config.now())?;
+    let expected = match usize::try_from(declared) {
+        Ok(declared) if declared <= config.body_limit => declared,
+        _ => return Err(Reason::BodyTooLarge.into()),
+    };
+    // A declared length is reserved whole, now: past the layer's bound, the request is
+    // answered 503 before a byte of it is read.
+    let reservation =
+        Reservation::new(&config.budget, expected).ok_or(Rejection::new(Reason::Overloaded))?;
+    Ok(Admitted {
+        signature,
+        expected,
+        reservation,
+    })
 }
 
 impl<S, B, ResBody> Service<Request<B>> for MetiganSignature<S>
@@ -133,24 +173,19 @@ where
         // Every check that needs no body runs first: nothing is read from a request that is
         // unsigned, malformed, stale or declared too large.
         let headers = req.headers();
-        let checked = config.verifier.check_header_with(
+        let admitted = admit(
+            config,
             headers.get(&config.signature_header).map(|v| v.as_bytes()),
             || headers.get(&config.timestamp_header).map(|v| v.as_bytes()),
-            config.now(),
+            declared_length(headers, req.body()),
         );
-        let signature = match checked {
-            Ok(signature) => signature,
+        let Admitted {
+            signature,
+            expected,
+            reservation,
+        } = match admitted {
+            Ok(admitted) => admitted,
             Err(rejection) => return ResponseFuture::rejected(config, rejection, &req),
-        };
-        let declared = declared_length(headers, req.body());
-        let expected = match usize::try_from(declared) {
-            Ok(declared) if declared <= config.body_limit => declared,
-            _ => return ResponseFuture::rejected(config, Reason::BodyTooLarge.into(), &req),
-        };
-        // A declared length is reserved whole, now: past the layer's bound, the request is
-        // answered 503 before a byte of it is read.
-        let Some(reservation) = Reservation::new(&config.budget, expected) else {
-            return ResponseFuture::rejected(config, Reason::Overloaded.into(), &req);
         };
 
         // `self.inner` was never asked for readiness (see `poll_ready`), so cloning it takes

@@ -108,6 +108,27 @@ impl ClaimGuard {
         self.on_drop = OnDrop::Nothing;
     }
 
+    /// [`claim`](Self::claim) as one future, answered at once by an in-process store.
+    #[cfg(feature = "actix")]
+    pub(crate) async fn acquire(&self, lease: Duration) -> Result<Claim, StoreError> {
+        match self.claim_immediately(lease) {
+            Some(claimed) => claimed,
+            None => self.claim(lease).await,
+        }
+    }
+
+    /// [`record`](Self::record) then [`recorded`](Self::recorded), as one future. Dropped
+    /// before it ends, the guard settles the claim from its destructor (a completion already
+    /// under way is finished, never turned into a release).
+    #[cfg(feature = "actix")]
+    pub(crate) async fn finish(mut self, completing: bool, ttl: Duration) {
+        let result = match self.record(completing, ttl) {
+            Ok(result) => result,
+            Err(pending) => pending.await,
+        };
+        self.recorded(result);
+    }
+
     /// The outcome is recorded (or the key was never ours): nothing to do on drop.
     pub(crate) fn disarm(mut self) {
         self.on_drop = OnDrop::Nothing;

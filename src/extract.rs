@@ -1,4 +1,4 @@
-//! axum integration: take the [`VerifiedEvent`] as a handler argument.
+//! axum integration: take the [`VerifiedEvent`] or the [`TypedEvent`] as a handler argument.
 
 use std::fmt;
 
@@ -8,6 +8,7 @@ use http::request::Parts;
 use http::StatusCode;
 
 use crate::event::VerifiedEvent;
+use crate::typed::TypedEvent;
 
 /// The rejection of the [`VerifiedEvent`] extractor: the handler is not behind
 /// [`MetiganSignatureLayer`](crate::MetiganSignatureLayer). This is a server bug, so it answers
@@ -60,6 +61,40 @@ impl<S: Send + Sync> FromRequestParts<S> for VerifiedEvent {
             .extensions
             .get::<VerifiedEvent>()
             .cloned()
+            .ok_or(MissingVerifiedEvent)
+    }
+}
+
+/// The typed event, built from the [`VerifiedEvent`] the layer put in the extensions (the body
+/// is not parsed again). Take both as arguments when the handler also needs the envelope.
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use metigan_webhook::{MetiganSignatureLayer, TypedEvent};
+///
+/// async fn handler(event: TypedEvent) -> &'static str {
+///     match event {
+///         TypedEvent::EmailBounced(bounce) if bounce.is_hard_bounce() => {
+///             println!("stop sending to {:?}", bounce.recipient);
+///         }
+///         TypedEvent::EmailClicked(click) => println!("clicked {:?}", click.clicked_url()),
+///         _ => {}
+///     }
+///     "OK"
+/// }
+///
+/// let layer = MetiganSignatureLayer::new("whsec_example").unwrap();
+/// let app: Router = Router::new().route("/webhooks/metigan", post(handler).route_layer(layer));
+/// # drop(app);
+/// ```
+impl<S: Send + Sync> FromRequestParts<S> for TypedEvent {
+    type Rejection = MissingVerifiedEvent;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<VerifiedEvent>()
+            .map(VerifiedEvent::typed)
             .ok_or(MissingVerifiedEvent)
     }
 }

@@ -21,6 +21,7 @@ use crate::idempotency::{new_token, BoxFuture, Claim, ClaimGuard, Duplicate, Sto
 use crate::layer::Config;
 use crate::log::Outcome;
 use crate::peer::PeerAddr;
+use crate::record;
 use crate::rejection::{Reason, Rejection};
 use crate::response::{duplicate_response, rejection_response};
 use crate::service::is_grpc;
@@ -143,6 +144,7 @@ fn reject<S, B>(
 where
     S: Service<Request<VerifiedBody>>,
 {
+    record::request(rejection.reason().code());
     config
         .rejection_log
         .record(Outcome::Rejected(rejection.reason()), peer(extensions));
@@ -202,10 +204,12 @@ where
     let body = buffer.finish();
     // The body is complete: its bytes leave the layer's budget with the buffer.
     drop(buffer);
+    let timer = record::Timer::start();
     let checked = config
         .verifier
         .check_body(&signature, &body)
         .and_then(|verified| Ok((verified, Envelope::parse(body.clone())?)));
+    timer.verified();
     let (verified, envelope) = match checked {
         Ok(checked) => checked,
         Err(rejection) => {
@@ -217,6 +221,7 @@ where
             ))
         }
     };
+    record::skew(|| config.now(), verified.timestamp());
     // Informative only; a value that is not visible ASCII is dropped.
     let event = VerifiedEvent::from_request(
         envelope,
@@ -285,6 +290,11 @@ where
         });
     // The layer answers a duplicate itself, the gRPC way for a gRPC request.
     let answer = |duplicate, request: &Request<VerifiedBody>| {
+        record::request(match duplicate {
+            Duplicate::AlreadyProcessed => "duplicate",
+            Duplicate::InFlight => "in_flight",
+            Duplicate::StoreUnavailable => "store_unavailable",
+        });
         config
             .rejection_log
             .record(Outcome::Duplicate(duplicate), peer(request.extensions()));
@@ -312,6 +322,7 @@ where
         // The claim may have landed before the error: `guard` is dropped armed, which
         // releases it in the background.
         Err(error) if fail_open => {
+            record::store_error("claim");
             tracing::warn!(
                 %error,
                 "deduplication store unavailable: processing without deduplication (fail-open)"
@@ -320,6 +331,7 @@ where
             start(waiting, cx)
         }
         Err(error) => {
+            record::store_error("claim");
             tracing::warn!(%error, "deduplication store unavailable: answering 503");
             drop(guard);
             answer(Duplicate::StoreUnavailable, &waiting.request)
@@ -346,6 +358,7 @@ where
                 guard,
                 config,
             } = waiting;
+            record::request("accepted");
             Ok(State::Calling {
                 future: inner.call(request),
                 guard,

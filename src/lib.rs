@@ -14,7 +14,10 @@ pub mod idempotency;
 pub mod inbox;
 mod layer;
 mod log;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod peer;
+mod record;
 mod rejection;
 mod response;
 #[cfg(feature = "server")]

@@ -88,6 +88,9 @@ impl ClaimGuard {
     /// Settles the claim once its outcome's recording has ended.
     pub(crate) fn recorded(mut self, result: Result<bool, StoreError>) {
         let completing = matches!(self.on_drop, OnDrop::Complete(_));
+        if result.is_err() {
+            crate::record::store_error(if completing { "complete" } else { "release" });
+        }
         match result {
             Ok(true) => {}
             Ok(false) => tracing::warn!(

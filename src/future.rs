@@ -144,7 +144,7 @@ fn reject<S, B>(
 where
     S: Service<Request<VerifiedBody>>,
 {
-    record::request(rejection.reason().code());
+    record::rejected(rejection.reason());
     config
         .rejection_log
         .record(Outcome::Rejected(rejection.reason()), peer(extensions));
@@ -290,11 +290,7 @@ where
         });
     // The layer answers a duplicate itself, the gRPC way for a gRPC request.
     let answer = |duplicate, request: &Request<VerifiedBody>| {
-        record::request(match duplicate {
-            Duplicate::AlreadyProcessed => "duplicate",
-            Duplicate::InFlight => "in_flight",
-            Duplicate::StoreUnavailable => "store_unavailable",
-        });
+        record::deduplicated(duplicate);
         config
             .rejection_log
             .record(Outcome::Duplicate(duplicate), peer(request.extensions()));
@@ -322,7 +318,7 @@ where
         // The claim may have landed before the error: `guard` is dropped armed, which
         // releases it in the background.
         Err(error) if fail_open => {
-            record::store_error("claim");
+            record::store_error(record::StoreOp::Claim);
             tracing::warn!(
                 %error,
                 "deduplication store unavailable: processing without deduplication (fail-open)"
@@ -331,7 +327,7 @@ where
             start(waiting, cx)
         }
         Err(error) => {
-            record::store_error("claim");
+            record::store_error(record::StoreOp::Claim);
             tracing::warn!(%error, "deduplication store unavailable: answering 503");
             drop(guard);
             answer(Duplicate::StoreUnavailable, &waiting.request)
@@ -358,7 +354,7 @@ where
                 guard,
                 config,
             } = waiting;
-            record::request("accepted");
+            record::accepted();
             Ok(State::Calling {
                 future: inner.call(request),
                 guard,

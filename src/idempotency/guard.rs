@@ -89,7 +89,12 @@ impl ClaimGuard {
     pub(crate) fn recorded(mut self, result: Result<bool, StoreError>) {
         let completing = matches!(self.on_drop, OnDrop::Complete(_));
         if result.is_err() {
-            crate::record::store_error(if completing { "complete" } else { "release" });
+            use crate::record::{store_error, StoreOp};
+            store_error(if completing {
+                StoreOp::Complete
+            } else {
+                StoreOp::Release
+            });
         }
         match result {
             Ok(true) => {}

@@ -20,7 +20,7 @@ use super::handler::{handler_fn, HandlerError};
 use super::store::{BoxFuture, ClaimRequest, ClaimedEvent, Lease, Settle};
 use crate::event::{Envelope, VerifiedEvent};
 use crate::idempotency::MAX_DURATION;
-use crate::record;
+use crate::record::{self, HandlerOutcome};
 
 /// Default number of handlers run at once: 4.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -443,7 +443,7 @@ where
     let lease = claimed.lease;
     let Some(event) = rebuild(&claimed) else {
         let error = "the stored body is not a Metigan envelope".to_owned();
-        record::handler_outcome("dead_lettered");
+        record::handler_outcome(HandlerOutcome::DeadLettered);
         return settle(&config, lease, Settle::Dead { error }).await;
     };
     let call: Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>> =
@@ -462,17 +462,17 @@ where
     let result = supervise(&config, lease, CatchUnwind(call), cancelled).await;
     let outcome = match result {
         None => {
-            record::handler_outcome("released");
+            record::handler_outcome(HandlerOutcome::Released);
             return settle(&config, lease, Settle::Release).await.released();
         }
         Some(Ok(())) => Settle::Done,
         Some(Err(error)) => decide(&config, lease, claimed.attempt, error),
     };
     record::handler_outcome(match outcome {
-        Settle::Done => "succeeded",
-        Settle::Retry { .. } => "retried",
-        Settle::Dead { .. } => "dead_lettered",
-        Settle::Release => "released",
+        Settle::Done => HandlerOutcome::Succeeded,
+        Settle::Retry { .. } => HandlerOutcome::Retried,
+        Settle::Dead { .. } => HandlerOutcome::DeadLettered,
+        Settle::Release => HandlerOutcome::Released,
     });
     settle(&config, lease, outcome).await
 }

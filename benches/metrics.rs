@@ -144,7 +144,7 @@ fn metrics_cost(c: &mut Criterion) {
     let mut n = 0u64;
     let mut tick = || {
         n += 1;
-        if n % 4096 == 0 {
+        if n.is_multiple_of(4096) {
             handle.run_upkeep();
         }
         n

@@ -1,5 +1,5 @@
-//! Numbers an operator can alert on, recorded through the [`metrics`](::metrics) facade
-//! (feature `metrics`).
+//! Numbers an operator can alert on, recorded through the
+//! [`metrics`](https://docs.rs/metrics) facade (feature `metrics`).
 //!
 //! The crate records; the application installs the exporter it wants (Prometheus, StatsD,
 //! OpenTelemetry...) with the `metrics` ecosystem's crates. Without an installed recorder every

@@ -35,6 +35,12 @@
 //! | `INBOX_BACKOFF_SECS` | 30 | delay before the first retry, doubled for each next one up to 4 h, each spread by ±25 % |
 //! | `ADMIN_ADDR` | unset | serves the inbox's JSON admin API there (e.g. `127.0.0.1:9090`), for `metigan-webhook inbox stats|list|show|replay|purge`; no authentication, so an internal address only |
 //!
+//! # Metrics
+//!
+//! | variable | default | what it sets |
+//! |---|---|---|
+//! | `METRICS_ADDR` | unset | serves the crate's metrics (`metigan_webhook::metrics`: requests by outcome, verification time, signed-timestamp skew, deduplication store errors, the inbox's depth, oldest queued event, handler outcomes, replays) in Prometheus text format at `GET /metrics` there (e.g. `127.0.0.1:9100`); no authentication, so an internal address only |
+//!
 //! On SIGTERM or Ctrl-C the receiver stops accepting connections and the worker stops taking
 //! events, at once; the requests in flight and the handlers running have `SHUTDOWN_TIMEOUT_SECS`
 //! to finish. Handlers still running then are stopped and their events given back; everything
@@ -95,6 +101,8 @@ mod aids;
 mod edge;
 #[path = "support/escape.rs"]
 mod escape;
+#[path = "support/metrics.rs"]
+mod metrics;
 
 use std::future::Future;
 use std::io::Write;
@@ -473,6 +481,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The recorder before the inbox and the layer run, so that it sees everything they record.
+    let metrics = match metrics::from_env().await {
+        Ok(metrics) => metrics,
+        Err((code, message)) => {
+            eprintln!("receiver: {message}");
+            return ExitCode::from(code);
+        }
+    };
     // The inbox first: a second receiver on the same file stops here, whatever its port.
     let (inbox, worker, file) = match &inbox {
         Some(settings) => match settings.start(handler.clone()).await {
@@ -524,6 +540,11 @@ async fn main() -> ExitCode {
     if let Some((listener, _)) = &admin {
         let local = listener.local_addr().map_or(addr, |a| a);
         tracing::info!("inbox admin on http://{local}/");
+    }
+    if let Some((listener, router)) = metrics {
+        let local = listener.local_addr().map_or(addr, |a| a);
+        tracing::info!("metrics on http://{local}/metrics");
+        tokio::spawn(server.clone().serve(listener, router, stopped(&stop)));
     }
     let local = listener.local_addr().map_or(addr, |a| a);
     tracing::info!(?server, "listening on http://{local}{PATH}");

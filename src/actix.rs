@@ -255,6 +255,7 @@ where
     });
     req.extensions_mut().insert(event);
     let Some(guard) = guard else {
+        crate::record::accepted();
         return service
             .call(req)
             .await
@@ -271,6 +272,7 @@ where
             return Ok(answer(req, response));
         }
     };
+    crate::record::accepted();
     let output = service.call(req).await;
     if let Some(guard) = guard {
         // Done only on success; anything else frees the key so the retry runs.
@@ -287,6 +289,7 @@ fn reject<B>(
     req: ServiceRequest,
     rejection: Rejection,
 ) -> ServiceResponse<EitherBody<B>> {
+    crate::record::rejected(rejection.reason());
     config
         .rejection_log
         .record(Outcome::Rejected(rejection.reason()), req.peer_addr());

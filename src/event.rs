@@ -656,6 +656,39 @@ impl VerifiedEvent {
     }
 }
 
+/// A member of `data` (or of `data.metadata`) that the lenient accessors read.
+#[derive(Clone, Copy)]
+pub(crate) enum Member {
+    Recipient,
+    Email,
+    Subject,
+    Status,
+    BounceType,
+    BounceReason,
+    Url,
+    UserId,
+}
+
+impl VerifiedEvent {
+    /// One member as the accessors read it, without their fallbacks: a string or `None`
+    /// (the typed events use it when `data` is JSON that `serde_json::Value` refuses).
+    pub(crate) fn member(&self, member: Member, in_metadata: bool) -> Option<&str> {
+        let fields = self.fields();
+        let fields = if in_metadata { meta(fields)? } else { fields };
+        let text = match member {
+            Member::Recipient => &fields.recipient,
+            Member::Email => &fields.email,
+            Member::Subject => &fields.subject,
+            Member::Status => &fields.status,
+            Member::BounceType => &fields.bounce_type,
+            Member::BounceReason => &fields.bounce_reason,
+            Member::Url => &fields.url,
+            Member::UserId => &fields.user_id,
+        };
+        text.as_ref()?.resolve(self.body())
+    }
+}
+
 /// `data.metadata`'s members, when it is an object.
 fn meta(fields: &Fields) -> Option<&Fields> {
     fields.metadata.as_deref()

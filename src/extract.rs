@@ -1,5 +1,5 @@
-//! Handler arguments: the [`VerifiedEvent`] extractor of axum (here) and of actix-web
-//! (`actix.rs`), and their one rejection.
+//! Handler arguments: the [`VerifiedEvent`] and [`TypedEvent`] extractors of axum (here), the
+//! [`VerifiedEvent`] extractor of actix-web (`actix.rs`), and their one rejection.
 
 use std::fmt;
 
@@ -14,6 +14,8 @@ use http::StatusCode;
 
 #[cfg(feature = "axum")]
 use crate::event::VerifiedEvent;
+#[cfg(feature = "axum")]
+use crate::typed::TypedEvent;
 
 /// The body of the `500` answered by [`MissingVerifiedEvent`].
 pub(crate) const MISSING_LAYER_BODY: &str =
@@ -68,6 +70,41 @@ impl<S: Send + Sync> FromRequestParts<S> for VerifiedEvent {
             .extensions
             .get::<VerifiedEvent>()
             .cloned()
+            .ok_or(MissingVerifiedEvent)
+    }
+}
+
+#[cfg(feature = "axum")]
+/// The typed event, built from the [`VerifiedEvent`] the layer put in the extensions (the body
+/// is not parsed again). Take both as arguments when the handler also needs the envelope.
+///
+/// ```
+/// use axum::{routing::post, Router};
+/// use metigan_webhook::{MetiganSignatureLayer, TypedEvent};
+///
+/// async fn handler(event: TypedEvent) -> &'static str {
+///     match event {
+///         TypedEvent::EmailBounced(bounce) if bounce.is_hard_bounce() => {
+///             println!("stop sending to {:?}", bounce.recipient);
+///         }
+///         TypedEvent::EmailClicked(click) => println!("clicked {:?}", click.clicked_url()),
+///         _ => {}
+///     }
+///     "OK"
+/// }
+///
+/// let layer = MetiganSignatureLayer::new("whsec_example").unwrap();
+/// let app: Router = Router::new().route("/webhooks/metigan", post(handler).route_layer(layer));
+/// # drop(app);
+/// ```
+impl<S: Send + Sync> FromRequestParts<S> for TypedEvent {
+    type Rejection = MissingVerifiedEvent;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<VerifiedEvent>()
+            .map(VerifiedEvent::typed)
             .ok_or(MissingVerifiedEvent)
     }
 }

@@ -22,6 +22,7 @@ use crate::idempotency::{new_token, BoxFuture, Claim, ClaimGuard, Duplicate, Sto
 use crate::layer::Config;
 use crate::log::Outcome;
 use crate::peer::PeerAddr;
+use crate::record;
 use crate::rejection::{Reason, Rejection};
 use crate::response::{duplicate_response, rejection_response};
 use crate::service::is_grpc;
@@ -144,6 +145,7 @@ fn reject<S, B>(
 where
     S: Service<Request<VerifiedBody>>,
 {
+    record::rejected(rejection.reason());
     config
         .rejection_log
         .record(Outcome::Rejected(rejection.reason()), peer(extensions));
@@ -242,8 +244,14 @@ pub(crate) fn verify_body(
     body: Bytes,
     webhook_id: Option<&HeaderValue>,
 ) -> Result<VerifiedEvent, Rejection> {
-    let verified = config.verifier.check_body(signature, &body)?;
-    let envelope = Envelope::parse(body)?;
+    let timer = record::Timer::start();
+    let checked = config
+        .verifier
+        .check_body(signature, &body)
+        .and_then(|verified| Ok((verified, Envelope::parse(body)?)));
+    timer.verified();
+    let (verified, envelope) = checked?;
+    record::skew(|| config.now(), verified.timestamp());
     // Informative only; a value that is not visible ASCII is dropped.
     Ok(VerifiedEvent::from_request(
         envelope,
@@ -312,6 +320,7 @@ pub(crate) fn settle_claim(
 ) -> Claimed {
     let fail_open = config.dedupe.as_ref().is_some_and(|d| d.fail_open);
     let answer = |duplicate| {
+        record::deduplicated(duplicate);
         config
             .rejection_log
             .record(Outcome::Duplicate(duplicate), peer);
@@ -334,6 +343,7 @@ pub(crate) fn settle_claim(
         // The claim may have landed before the error: `guard` is dropped armed, which
         // releases it in the background.
         Err(error) if fail_open => {
+            record::store_error(record::StoreOp::Claim);
             tracing::warn!(
                 %error,
                 "deduplication store unavailable: processing without deduplication (fail-open)"
@@ -342,6 +352,7 @@ pub(crate) fn settle_claim(
             Claimed::Run(None)
         }
         Err(error) => {
+            record::store_error(record::StoreOp::Claim);
             tracing::warn!(%error, "deduplication store unavailable: answering 503");
             drop(guard);
             answer(Duplicate::StoreUnavailable)
@@ -395,6 +406,7 @@ where
                 guard,
                 config,
             } = waiting;
+            record::accepted();
             Ok(State::Calling {
                 future: inner.call(request),
                 guard,

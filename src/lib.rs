@@ -16,7 +16,10 @@ pub mod idempotency;
 pub mod inbox;
 mod layer;
 mod log;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod peer;
+mod record;
 mod rejection;
 mod response;
 #[cfg(feature = "server")]
@@ -25,6 +28,7 @@ mod service;
 pub mod signature;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod typed;
 
 pub use body::{ResponseBody, VerifiedBody};
 pub use event::{Envelope, EventType, VerifiedEvent};
@@ -39,6 +43,9 @@ pub use peer::PeerAddr;
 pub use rejection::{Reason, Rejection};
 pub use service::MetiganSignature;
 pub use signature::{sign, ConfigError, SignatureHeader, Verified, Verifier};
+pub use typed::{
+    AudienceData, BounceType, ContactData, EmailData, EmailMetadata, TypedEvent, UnknownEvent,
+};
 
 /// The boxed error type of request bodies the layer accepts (`B::Error: Into<BoxError>`).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

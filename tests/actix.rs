@@ -548,6 +548,61 @@ async fn the_extractor_without_the_middleware_answers_500() {
     );
 }
 
+/// The value of the counter `metigan_webhook_requests_total{outcome="<outcome>"}` in a
+/// Prometheus scrape (0 when absent).
+fn requests_total(scrape: &str, outcome: &str) -> u64 {
+    let series = format!("metigan_webhook_requests_total{{outcome=\"{outcome}\"}} ");
+    scrape
+        .lines()
+        .find_map(|line| line.strip_prefix(&series))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_middleware_records_the_same_metrics_as_the_tower_layer() {
+    // The process-wide recorder: other tests of this binary record too, so the counts are
+    // compared as at-least deltas.
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the only recorder of this test binary");
+    let layer = MetiganSignatureLayer::new(SECRET).unwrap();
+    let server = serve(move |config| {
+        config.route(PATH, web::post().to(echo).wrap(layer.clone()));
+    });
+    let before = handle.render();
+    let body = common::event_body("email.sent", "m-metrics");
+    for _ in 0..3 {
+        let sig = metigan_webhook::sign(SECRET, now(), body.as_bytes());
+        let answer = http_post(
+            server.addr,
+            PATH,
+            &[("x-webhook-signature", &sig)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(answer.status, 200);
+    }
+    let forged = format!("t={},v1={}", now(), "0".repeat(64));
+    for _ in 0..2 {
+        let answer = http_post(
+            server.addr,
+            PATH,
+            &[("x-webhook-signature", &forged)],
+            body.clone(),
+        )
+        .await;
+        assert_eq!(answer.status, 401);
+    }
+    let after = handle.render();
+    let grew = |outcome| requests_total(&after, outcome) - requests_total(&before, outcome);
+    assert!(grew("accepted") >= 3, "{after}");
+    assert!(grew("signature_mismatch") >= 2, "{after}");
+    assert!(
+        after.contains(metigan_webhook::metrics::VERIFICATION_DURATION_SECONDS),
+        "the verification time is recorded: {after}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Deduplication
 // ---------------------------------------------------------------------------------------------

@@ -88,6 +88,14 @@ impl ClaimGuard {
     /// Settles the claim once its outcome's recording has ended.
     pub(crate) fn recorded(mut self, result: Result<bool, StoreError>) {
         let completing = matches!(self.on_drop, OnDrop::Complete(_));
+        if result.is_err() {
+            use crate::record::{store_error, StoreOp};
+            store_error(if completing {
+                StoreOp::Complete
+            } else {
+                StoreOp::Release
+            });
+        }
         match result {
             Ok(true) => {}
             Ok(false) => tracing::warn!(

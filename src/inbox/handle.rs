@@ -133,6 +133,7 @@ impl Inbox {
     pub async fn replay(&self, id: EventId) -> Result<bool, InboxError> {
         let replayed = self.shared.store.replay(id).await?;
         if replayed {
+            crate::record::replays(1);
             self.shared.wake.notify_one();
         }
         Ok(replayed)
@@ -146,6 +147,7 @@ impl Inbox {
     pub async fn replay_dead(&self) -> Result<u64, InboxError> {
         let count = self.shared.store.replay_dead().await?;
         if count > 0 {
+            crate::record::replays(count);
             self.shared.wake.notify_one();
         }
         Ok(count)

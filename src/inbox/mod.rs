@@ -119,6 +119,8 @@ pub use store::{
     Appended, BoxFuture, ClaimRequest, Claimed, ClaimedEvent, Counts, EventId, InboxStore, Lease,
     ListQuery, NewEvent, Page, Purged, Settle, State, StoredEvent, MAX_LIST_LIMIT,
 };
+#[cfg(feature = "metrics")]
+pub use worker::DEFAULT_METRICS_INTERVAL;
 pub use worker::{
     ShutdownReport, Worker, WorkerBuilder, DEFAULT_CONCURRENCY, DEFAULT_LEASE,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_POLL_INTERVAL,

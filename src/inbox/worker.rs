@@ -20,6 +20,7 @@ use super::handler::{handler_fn, HandlerError};
 use super::store::{BoxFuture, ClaimRequest, ClaimedEvent, Lease, Settle};
 use crate::event::{Envelope, VerifiedEvent};
 use crate::idempotency::MAX_DURATION;
+use crate::record::{self, HandlerOutcome};
 
 /// Default number of handlers run at once: 4.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -30,6 +31,10 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 15;
 /// Default longest wait between two looks at the store when nothing wakes the worker: 30 s.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Default interval between two refreshes of the inbox gauges: 5 s.
+#[cfg(feature = "metrics")]
+pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The shortest lease accepted (renewals come every third of it).
 const MIN_LEASE: Duration = Duration::from_millis(30);
@@ -53,6 +58,8 @@ pub struct WorkerBuilder {
     max_attempts: u32,
     backoff: Backoff,
     poll_interval: Duration,
+    #[cfg(feature = "metrics")]
+    metrics_interval: Duration,
 }
 
 impl fmt::Debug for WorkerBuilder {
@@ -86,6 +93,8 @@ impl WorkerBuilder {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff: Backoff::default(),
             poll_interval: DEFAULT_POLL_INTERVAL,
+            #[cfg(feature = "metrics")]
+            metrics_interval: DEFAULT_METRICS_INTERVAL,
         }
     }
 
@@ -124,6 +133,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// How often the worker refreshes the inbox gauges of [`metrics`](crate::metrics) (default
+    /// 5 s, at least 10 ms): one count per state and one listing of the oldest queued event.
+    #[cfg(feature = "metrics")]
+    pub fn metrics_interval(mut self, interval: Duration) -> Self {
+        self.metrics_interval = interval.clamp(Duration::from_millis(10), MAX_DURATION);
+        self
+    }
+
     /// Starts the worker on the current Tokio runtime, running `handler` (a `tower::Service`
     /// of [`VerifiedEvent`]) for each stored event.
     ///
@@ -151,6 +168,12 @@ impl WorkerBuilder {
             poll_interval: self.poll_interval,
         });
         let (control, phase) = watch::channel(Phase::Running);
+        #[cfg(feature = "metrics")]
+        runtime.spawn(refresh_gauges(
+            config.shared.clone(),
+            self.metrics_interval,
+            phase.clone(),
+        ));
         let main = runtime.spawn(run(config, handler, phase));
         Ok(Worker {
             main: Some(main),
@@ -420,6 +443,7 @@ where
     let lease = claimed.lease;
     let Some(event) = rebuild(&claimed) else {
         let error = "the stored body is not a Metigan envelope".to_owned();
+        record::handler_outcome(HandlerOutcome::DeadLettered);
         return settle(&config, lease, Settle::Dead { error }).await;
     };
     let call: Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>> =
@@ -437,10 +461,19 @@ where
     };
     let result = supervise(&config, lease, CatchUnwind(call), cancelled).await;
     let outcome = match result {
-        None => return settle(&config, lease, Settle::Release).await.released(),
+        None => {
+            record::handler_outcome(HandlerOutcome::Released);
+            return settle(&config, lease, Settle::Release).await.released();
+        }
         Some(Ok(())) => Settle::Done,
         Some(Err(error)) => decide(&config, lease, claimed.attempt, error),
     };
+    record::handler_outcome(match outcome {
+        Settle::Done => HandlerOutcome::Succeeded,
+        Settle::Retry { .. } => HandlerOutcome::Retried,
+        Settle::Dead { .. } => HandlerOutcome::DeadLettered,
+        Settle::Release => HandlerOutcome::Released,
+    });
     settle(&config, lease, outcome).await
 }
 
@@ -557,6 +590,41 @@ where
         match catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
             Ok(poll) => poll,
             Err(_) => Poll::Ready(Err(HandlerError::transient("the handler panicked"))),
+        }
+    }
+}
+
+/// Sets the inbox gauges now, then every `interval`, until the worker stops or is dropped.
+#[cfg(feature = "metrics")]
+async fn refresh_gauges(
+    shared: Arc<Shared>,
+    interval: Duration,
+    mut phase: watch::Receiver<Phase>,
+) {
+    use super::store::{ListQuery, State};
+    loop {
+        let oldest = shared
+            .store
+            .list(ListQuery::new().state(State::Queued).limit(1))
+            .await;
+        match (shared.store.counts().await, oldest) {
+            (Ok(counts), Ok(oldest)) => {
+                let age = oldest.events.first().map_or(0.0, |event| {
+                    std::time::SystemTime::now()
+                        .duration_since(event.received_at)
+                        .map_or(0.0, |age| age.as_secs_f64())
+                });
+                record::inbox_gauges(&counts, age);
+            }
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::debug!(%error, "inbox: could not read the store for the metrics gauges");
+            }
+        }
+        match tokio::time::timeout(interval, phase.wait_for(|p| *p != Phase::Running)).await {
+            // Timed out: refresh again.
+            Err(_) => {}
+            // Stopping, or the worker's handle is gone.
+            Ok(_) => return,
         }
     }
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PostgreSQL inbox benchmark (BENCHMARKS.md section 9), on 127.0.0.1 only, in alternating rounds:
+# PostgreSQL inbox benchmark (BENCHMARKS.md section 10), on 127.0.0.1 only, in alternating rounds:
 #
 #   inrequest  the receiver handling each event inside its request (INBOX=off)
 #   file       the receiver acknowledging each event once it is synced to its inbox file

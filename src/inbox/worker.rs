@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tower_service::Service;
@@ -37,6 +37,8 @@ const MIN_LEASE: Duration = Duration::from_millis(30);
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How long handlers stopped at the shutdown deadline get to give their events back.
 const RELEASE_GRACE: Duration = Duration::from_secs(5);
+/// At most this many settlements go to the store in one call.
+const MAX_SETTLE_BATCH: usize = 1024;
 /// Pauses between attempts to record a handler's outcome.
 const SETTLE_PAUSES: [Duration; 3] = [
     Duration::from_millis(50),
@@ -70,6 +72,8 @@ impl fmt::Debug for WorkerBuilder {
 /// Everything a worker's tasks share.
 struct Config {
     shared: Arc<Shared>,
+    /// Where handler tasks queue their outcomes for the settler task.
+    settlements: mpsc::UnboundedSender<Pending>,
     concurrency: usize,
     lease: Duration,
     max_attempts: u32,
@@ -142,8 +146,11 @@ impl WorkerBuilder {
                 "the worker must be started inside a Tokio runtime",
             )
         })?;
+        let (settlements, queue) = mpsc::unbounded_channel();
+        runtime.spawn(settler(self.shared.clone(), queue));
         let config = Arc::new(Config {
             shared: self.shared,
+            settlements,
             concurrency: self.concurrency,
             lease: self.lease,
             max_attempts: self.max_attempts,
@@ -309,6 +316,11 @@ where
     let store = config.shared.store.clone();
     let mut tasks = JoinSet::new();
     loop {
+        if !tasks.is_empty() {
+            // Handlers whose outcomes were recorded together end in this same turn: let them,
+            // so that one claim refills every freed slot instead of one claim each.
+            tokio::task::yield_now().await;
+        }
         while let Some(end) = tasks.try_join_next() {
             log_join(end);
         }
@@ -475,12 +487,67 @@ fn decide(config: &Config, lease: Lease, attempt: u32, error: HandlerError) -> S
     }
 }
 
+/// One outcome waiting for the settler, and where its answer goes.
+struct Pending {
+    lease: Lease,
+    outcome: Settle,
+    reply: oneshot::Sender<Result<bool, InboxError>>,
+}
+
+/// The settler task: hands the store every outcome queued meanwhile in one
+/// [`settle_many`](super::InboxStore::settle_many), so the handlers that end together share one
+/// durable write (one sync with [`FileStore`](super::FileStore)) instead of one each. Each
+/// handler's task still waits for its own answer: an event counts as handled only once its
+/// outcome is durable. Ends when every sender (the worker's tasks) is gone.
+async fn settler(shared: Arc<Shared>, mut queue: mpsc::UnboundedReceiver<Pending>) {
+    let mut batch = Vec::new();
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        // The handlers that ended in the same turn of the runtime queue theirs first; a lone
+        // outcome waits for nothing but this turn.
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_SETTLE_BATCH {
+            match queue.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        let (settlements, replies): (Vec<_>, Vec<_>) = batch
+            .drain(..)
+            .map(|pending| ((pending.lease, pending.outcome), pending.reply))
+            .unzip();
+        let mut answers = shared.store.settle_many(settlements).await.into_iter();
+        for reply in replies {
+            let answer = answers.next().unwrap_or_else(|| {
+                Err(InboxError::storage(
+                    "the store gave fewer answers than settlements",
+                ))
+            });
+            // A task that went away (aborted) no longer needs its answer.
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// Queues `outcome` for the settler and waits until the store has recorded it.
+async fn settle_once(config: &Config, lease: Lease, outcome: Settle) -> Result<bool, InboxError> {
+    let (reply, answer) = oneshot::channel();
+    let pending = Pending {
+        lease,
+        outcome,
+        reply,
+    };
+    if config.settlements.send(pending).is_err() {
+        return Err(InboxError::closed());
+    }
+    answer.await.map_err(|_| InboxError::closed())?
+}
+
 /// Records `outcome`, trying again a few times when the store fails.
 async fn settle(config: &Config, lease: Lease, outcome: Settle) -> End {
-    let store = &config.shared.store;
     let mut pauses = SETTLE_PAUSES.iter();
     loop {
-        match store.settle(lease, outcome.clone()).await {
+        match settle_once(config, lease, outcome.clone()).await {
             Ok(true) => return End::Settled,
             Ok(false) => {
                 tracing::warn!(event = %lease.id(), "inbox: the event's lease was lost (it ran out and another claim took the event); this run's outcome is not recorded");

@@ -424,11 +424,11 @@ async fn concurrency_bounds_the_handlers_running_at_once() {
 
 /// Handlers that end together have their outcomes recorded together: the worker's settlements
 /// share syncs (one per batch of handlers, not one per event), and each event is still done
-/// only once its outcome is synced.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// only once its outcome is synced. On one runtime thread, as the benchmark's receiver runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn settlements_of_handlers_that_end_together_share_syncs() {
     const EVENTS: u64 = 512;
-    const CONCURRENCY: usize = 32;
+    const CONCURRENCY: usize = 4;
     let dir = TempDir::new("settle-batch");
     let file = Arc::new(FileStore::open(dir.file()).unwrap());
     let batches = Arc::new(Mutex::new(Vec::new()));
@@ -480,12 +480,12 @@ async fn settlements_of_handlers_that_end_together_share_syncs() {
         "every outcome through settle_many"
     );
     assert!(
-        batches.len() < EVENTS as usize / 4,
+        batches.len() < EVENTS as usize / 2,
         "{} settle_many calls for {EVENTS} outcomes",
         batches.len()
     );
-    // One sync per event without batching; batches of many with it.
-    assert!(per_event < 0.25, "{per_event:.3} syncs per event");
+    // One sync per event without batching; about one per `CONCURRENCY` events with it.
+    assert!(per_event < 0.5, "{per_event:.3} syncs per event");
 }
 
 /// A store around the file store that records the size of each `settle_many` call.

@@ -599,11 +599,26 @@ async fn settler(
             .drain(..)
             .map(|pending| ((pending.lease, pending.outcome), pending.reply))
             .unzip();
-        let mut answers = shared.store.settle_many(settlements).await.into_iter();
+        // A store that panics fails this batch (each task tries again), not the settler.
+        let mut settlements = Some(settlements);
+        let mut write: Option<BoxFuture<Vec<Result<bool, InboxError>>>> = None;
+        let written = poll_fn(|cx| {
+            catch_unwind(AssertUnwindSafe(|| {
+                let write = write.get_or_insert_with(|| {
+                    shared
+                        .store
+                        .settle_many(settlements.take().unwrap_or_default())
+                });
+                write.as_mut().poll(cx)
+            }))
+            .unwrap_or_else(|_| Poll::Ready(Vec::new()))
+        })
+        .await;
+        let mut answers = written.into_iter();
         for reply in replies {
             let answer = answers.next().unwrap_or_else(|| {
                 Err(InboxError::storage(
-                    "the store gave fewer answers than settlements",
+                    "the store gave no answer for this settlement (it panicked, or answered fewer)",
                 ))
             });
             // A task that went away (aborted) no longer needs its answer.

@@ -435,6 +435,7 @@ async fn settlements_of_handlers_that_end_together_share_syncs() {
     let inbox = Inbox::builder().store(Recording {
         inner: file.clone(),
         batches: batches.clone(),
+        panic_next: Arc::default(),
     });
     for n in 0..EVENTS {
         deliver(&inbox, &format!("m-{n}")).await;
@@ -488,10 +489,44 @@ async fn settlements_of_handlers_that_end_together_share_syncs() {
     assert!(per_event < 0.5, "{per_event:.3} syncs per event");
 }
 
-/// A store around the file store that records the size of each `settle_many` call.
+/// A store whose `settle_many` panics once does not stop the worker: that batch fails, and its
+/// handler's task records the outcome again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_panics_while_settling_fails_that_batch_only() {
+    let dir = TempDir::new("settle-panic");
+    let panic_next = Arc::new(AtomicBool::new(true));
+    let inbox = Inbox::builder().store(Recording {
+        inner: Arc::new(FileStore::open(dir.file()).unwrap()),
+        batches: Arc::default(),
+        panic_next: panic_next.clone(),
+    });
+    let calls = Calls::default();
+    let worker = inbox
+        .worker()
+        .spawn_fn({
+            let calls = calls.clone();
+            move |_event: VerifiedEvent| {
+                calls.record();
+                async { Ok::<(), HandlerError>(()) }
+            }
+        })
+        .unwrap();
+    let first = deliver(&inbox, "m-1").await;
+    wait_for_state(&inbox, first, State::Done, Duration::from_secs(10)).await;
+    assert!(!panic_next.load(Ordering::SeqCst), "the panic happened");
+    // The settler still works for the next event.
+    let second = deliver(&inbox, "m-2").await;
+    wait_for_state(&inbox, second, State::Done, Duration::from_secs(10)).await;
+    assert_eq!(calls.count(), 2, "each handler ran once");
+    worker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A store around the file store that records the size of each `settle_many` call, and panics
+/// in the next one when `panic_next` is raised.
 struct Recording {
     inner: Arc<FileStore>,
     batches: Arc<Mutex<Vec<usize>>>,
+    panic_next: Arc<AtomicBool>,
 }
 
 impl InboxStore for Recording {
@@ -512,6 +547,10 @@ impl InboxStore for Recording {
         settlements: Vec<(Lease, Settle)>,
     ) -> BoxFuture<Vec<Result<bool, InboxError>>> {
         self.batches.lock().unwrap().push(settlements.len());
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            // Nothing reaches the file: the panic comes first.
+            return Box::pin(async { panic!("injected: the store panics while settling") });
+        }
         self.inner.settle_many(settlements)
     }
     fn counts(&self) -> BoxFuture<Result<Counts, InboxError>> {

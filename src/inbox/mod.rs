@@ -23,7 +23,9 @@
 //!   Failures are retried with exponential backoff and jitter; a [`HandlerError`] can be
 //!   permanent (straight to dead letters) or ask for its own delay. After the last attempt the
 //!   event is a dead letter, with its last error and attempt count. A new event wakes the
-//!   worker at once.
+//!   worker at once. The outcomes of handlers that end together are recorded together
+//!   ([`InboxStore::settle_many`]: one transaction and one sync with [`FileStore`]); each
+//!   event counts as handled only once its own outcome is synced.
 //! - [`Inbox`] counts events per [`State`], lists and shows them (bodies only on request),
 //!   replays dead letters and purges done events after a retention period. The `admin`
 //!   router (feature `inbox-admin`) answers the same as JSON on an internal port, for the

@@ -557,6 +557,29 @@ pub trait InboxStore: Send + Sync + 'static {
     /// Ends `lease` with `outcome`. `Ok(false)`: the lease is no longer held; nothing changed.
     fn settle(&self, lease: Lease, outcome: Settle) -> BoxFuture<Result<bool, InboxError>>;
 
+    /// Ends many leases at once: one answer per settlement, in order, each what
+    /// [`settle`](Self::settle) would have answered. The worker settles the events whose
+    /// handlers ended together through this, so a store that writes them in one durable
+    /// transaction (as [`FileStore`](super::FileStore) does) makes one sync for all of them.
+    ///
+    /// The default calls [`settle`](Self::settle) for each, one after the other.
+    fn settle_many(
+        &self,
+        settlements: Vec<(Lease, Settle)>,
+    ) -> BoxFuture<Vec<Result<bool, InboxError>>> {
+        let each: Vec<_> = settlements
+            .into_iter()
+            .map(|(lease, outcome)| self.settle(lease, outcome))
+            .collect();
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(each.len());
+            for settled in each {
+                answers.push(settled.await);
+            }
+            answers
+        })
+    }
+
     /// How many events are in each state.
     fn counts(&self) -> BoxFuture<Result<Counts, InboxError>>;
 
@@ -594,6 +617,12 @@ impl<S: InboxStore + ?Sized> InboxStore for Arc<S> {
     }
     fn settle(&self, lease: Lease, outcome: Settle) -> BoxFuture<Result<bool, InboxError>> {
         (**self).settle(lease, outcome)
+    }
+    fn settle_many(
+        &self,
+        settlements: Vec<(Lease, Settle)>,
+    ) -> BoxFuture<Vec<Result<bool, InboxError>>> {
+        (**self).settle_many(settlements)
     }
     fn counts(&self) -> BoxFuture<Result<Counts, InboxError>> {
         (**self).counts()

@@ -4,11 +4,12 @@ use std::fmt;
 use std::future::{poll_fn, Future};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tower_service::Service;
@@ -42,6 +43,10 @@ const MIN_LEASE: Duration = Duration::from_millis(30);
 const ERROR_PAUSE: Duration = Duration::from_secs(1);
 /// How long handlers stopped at the shutdown deadline get to give their events back.
 const RELEASE_GRACE: Duration = Duration::from_secs(5);
+/// At most this many settlements go to the store in one call.
+const MAX_SETTLE_BATCH: usize = 1024;
+/// The most turns of the runtime the settler lets pass while more outcomes arrive.
+const SETTLE_TURNS: usize = 4;
 /// Pauses between attempts to record a handler's outcome.
 const SETTLE_PAUSES: [Duration; 3] = [
     Duration::from_millis(50),
@@ -77,6 +82,10 @@ impl fmt::Debug for WorkerBuilder {
 /// Everything a worker's tasks share.
 struct Config {
     shared: Arc<Shared>,
+    /// Where handler tasks queue their outcomes for the settler task.
+    settlements: mpsc::UnboundedSender<Pending>,
+    /// What the settler task reports.
+    settling: Arc<Settling>,
     concurrency: usize,
     lease: Duration,
     max_attempts: u32,
@@ -159,8 +168,13 @@ impl WorkerBuilder {
                 "the worker must be started inside a Tokio runtime",
             )
         })?;
+        let (settlements, queue) = mpsc::unbounded_channel();
+        let settling = Arc::new(Settling::default());
+        runtime.spawn(settler(self.shared.clone(), queue, settling.clone()));
         let config = Arc::new(Config {
             shared: self.shared,
+            settlements,
+            settling,
             concurrency: self.concurrency,
             lease: self.lease,
             max_attempts: self.max_attempts,
@@ -331,16 +345,42 @@ where
 {
     let store = config.shared.store.clone();
     let mut tasks = JoinSet::new();
+    // Set once a batch of settlements the loop waited for is recorded: claim then, whatever.
+    let mut settled = false;
     loop {
-        while let Some(end) = tasks.try_join_next() {
-            log_join(end);
+        // Handlers whose outcomes were recorded together end at about the same time: let them
+        // (a few turns of the runtime at most, while more end), so that one claim refills
+        // every freed slot instead of one claim each.
+        let mut turns = 0;
+        loop {
+            let mut ended = false;
+            while let Some(end) = tasks.try_join_next() {
+                log_join(end);
+                ended = true;
+            }
+            if tasks.is_empty() || (turns > 0 && !ended) || turns == SETTLE_TURNS {
+                break;
+            }
+            turns += 1;
+            tokio::task::yield_now().await;
         }
         if *phase.borrow() != Phase::Running {
             return tasks;
         }
         let free = config.concurrency.saturating_sub(tasks.len());
         let mut wait = config.poll_interval;
-        if free > 0 {
+        // Created before the look at the settler, so that a batch recorded in between counts.
+        let batch_recorded = config.settling.recorded.notified();
+        // Slots freed while other handlers' outcomes are being recorded: those free theirs
+        // when that write commits, and a claim sent now would be committed after it anyway.
+        // Wait for it, so that one claim refills every slot freed (and the handlers started
+        // together end together, their outcomes sharing one sync) instead of one claim per
+        // slot, staggered.
+        let hold = !std::mem::take(&mut settled)
+            && free > 0
+            && free < config.concurrency
+            && config.settling.pending.load(Ordering::Acquire) > 0;
+        if free > 0 && !hold {
             let request = ClaimRequest::new(free, config.lease, config.max_attempts);
             match store.claim(request).await {
                 Ok(claimed) => {
@@ -372,36 +412,70 @@ where
             }
         }
         let free = config.concurrency.saturating_sub(tasks.len());
-        let closed = wait_for_work(&config, &mut tasks, &mut phase, free > 0, wait).await;
-        if closed {
-            return tasks;
+        let recorded = hold.then_some(batch_recorded);
+        let woke = wait_for_work(
+            &config,
+            &mut tasks,
+            &mut phase,
+            free > 0 && !hold,
+            wait,
+            recorded,
+        )
+        .await;
+        match woke {
+            Woke::Closed => return tasks,
+            Woke::Recorded => settled = true,
+            Woke::Work => {}
         }
     }
 }
 
-/// Waits for a reason to look at the store again. `true` when the worker's handle is gone.
+/// Why [`wait_for_work`] returned.
+enum Woke {
+    /// Something to look at.
+    Work,
+    /// The batch of settlements waited for is recorded.
+    Recorded,
+    /// The worker's handle is gone.
+    Closed,
+}
+
+/// Waits for a reason to look at the store again: a phase change, a handler task that ended,
+/// the batch of settlements in `recorded`, and with room for more handlers, a new event or
+/// the timer.
 async fn wait_for_work(
     config: &Config,
     tasks: &mut JoinSet<End>,
     phase: &mut watch::Receiver<Phase>,
     has_room: bool,
     wait: Duration,
-) -> bool {
+    recorded: Option<tokio::sync::futures::Notified<'_>>,
+) -> Woke {
     let mut woken = pin!(config.shared.wake.notified());
     let mut timer = pin!(tokio::time::sleep(wait));
     let mut changed = pin!(phase.changed());
+    let mut recorded = pin!(recorded);
     poll_fn(|cx| {
         if let Poll::Ready(result) = changed.as_mut().poll(cx) {
-            return Poll::Ready(result.is_err());
+            return Poll::Ready(if result.is_err() {
+                Woke::Closed
+            } else {
+                Woke::Work
+            });
         }
         if !tasks.is_empty() {
             if let Poll::Ready(Some(end)) = tasks.poll_join_next(cx) {
                 log_join(end);
-                return Poll::Ready(false);
+                return Poll::Ready(Woke::Work);
+            }
+        }
+        if let Some(recorded) = recorded.as_mut().as_pin_mut() {
+            if recorded.poll(cx).is_ready() {
+                return Poll::Ready(Woke::Recorded);
             }
         }
         if has_room && (woken.as_mut().poll(cx).is_ready() || timer.as_mut().poll(cx).is_ready()) {
-            return Poll::Ready(false);
+            return Poll::Ready(Woke::Work);
         }
         Poll::Pending
     })
@@ -508,12 +582,107 @@ fn decide(config: &Config, lease: Lease, attempt: u32, error: HandlerError) -> S
     }
 }
 
+/// What the settler task tells the main loop.
+#[derive(Default)]
+struct Settling {
+    /// Outcomes queued or being written.
+    pending: AtomicUsize,
+    /// Notified (all waiters) after each batch is recorded and answered.
+    recorded: Notify,
+}
+
+/// One outcome waiting for the settler, and where its answer goes.
+struct Pending {
+    lease: Lease,
+    outcome: Settle,
+    reply: oneshot::Sender<Result<bool, InboxError>>,
+}
+
+/// The settler task: hands the store every outcome queued meanwhile in one
+/// [`settle_many`](super::InboxStore::settle_many), so the handlers that end together share one
+/// durable write (one sync with [`FileStore`](super::FileStore)) instead of one each. Each
+/// handler's task still waits for its own answer: an event counts as handled only once its
+/// outcome is durable. Ends when every sender (the worker's tasks) is gone.
+async fn settler(
+    shared: Arc<Shared>,
+    mut queue: mpsc::UnboundedReceiver<Pending>,
+    settling: Arc<Settling>,
+) {
+    let mut batch = Vec::new();
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        // The handlers ending at about the same time queue theirs meanwhile: the settler lets
+        // the tasks ready to run go first, as long as that brings more (a few turns at most).
+        // A lone outcome waits for nothing but one turn of the runtime.
+        for _ in 0..SETTLE_TURNS {
+            tokio::task::yield_now().await;
+            let before = batch.len();
+            while batch.len() < MAX_SETTLE_BATCH {
+                match queue.try_recv() {
+                    Ok(pending) => batch.push(pending),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() == before || batch.len() >= MAX_SETTLE_BATCH {
+                break;
+            }
+        }
+        let n = batch.len();
+        let (settlements, replies): (Vec<_>, Vec<_>) = batch
+            .drain(..)
+            .map(|pending| ((pending.lease, pending.outcome), pending.reply))
+            .unzip();
+        // A store that panics fails this batch (each task tries again), not the settler.
+        let mut settlements = Some(settlements);
+        let mut write: Option<BoxFuture<Vec<Result<bool, InboxError>>>> = None;
+        let written = poll_fn(|cx| {
+            catch_unwind(AssertUnwindSafe(|| {
+                let write = write.get_or_insert_with(|| {
+                    shared
+                        .store
+                        .settle_many(settlements.take().unwrap_or_default())
+                });
+                write.as_mut().poll(cx)
+            }))
+            .unwrap_or_else(|_| Poll::Ready(Vec::new()))
+        })
+        .await;
+        let mut answers = written.into_iter();
+        for reply in replies {
+            let answer = answers.next().unwrap_or_else(|| {
+                Err(InboxError::storage(
+                    "the store gave no answer for this settlement (it panicked, or answered fewer)",
+                ))
+            });
+            // A task that went away (aborted) no longer needs its answer.
+            let _ = reply.send(answer);
+        }
+        settling.pending.fetch_sub(n, Ordering::AcqRel);
+        settling.recorded.notify_waiters();
+    }
+}
+
+/// Queues `outcome` for the settler and waits until the store has recorded it.
+async fn settle_once(config: &Config, lease: Lease, outcome: Settle) -> Result<bool, InboxError> {
+    let (reply, answer) = oneshot::channel();
+    let pending = Pending {
+        lease,
+        outcome,
+        reply,
+    };
+    config.settling.pending.fetch_add(1, Ordering::AcqRel);
+    if config.settlements.send(pending).is_err() {
+        config.settling.pending.fetch_sub(1, Ordering::AcqRel);
+        return Err(InboxError::closed());
+    }
+    answer.await.map_err(|_| InboxError::closed())?
+}
+
 /// Records `outcome`, trying again a few times when the store fails.
 async fn settle(config: &Config, lease: Lease, outcome: Settle) -> End {
-    let store = &config.shared.store;
     let mut pauses = SETTLE_PAUSES.iter();
     loop {
-        match store.settle(lease, outcome.clone()).await {
+        match settle_once(config, lease, outcome.clone()).await {
             Ok(true) => return End::Settled,
             Ok(false) => {
                 tracing::warn!(event = %lease.id(), "inbox: the event's lease was lost (it ran out and another claim took the event); this run's outcome is not recorded");

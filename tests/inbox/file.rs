@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metigan_webhook::inbox::{Appended, ErrorKind, FileStore, InboxStore, State};
+use metigan_webhook::inbox::{
+    Appended, ClaimRequest, ErrorKind, FileStore, InboxStore, Settle, State,
+};
 
 use crate::{new_event, TempDir};
 
@@ -146,6 +148,41 @@ async fn concurrent_appends_share_commits() {
         store.counts().await.unwrap().get(State::Queued),
         (APPENDERS * EACH) as u64
     );
+}
+
+/// Many settlements in one `settle_many` are one transaction: one sync for all of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settle_many_is_one_durable_commit() {
+    const EVENTS: usize = 100;
+    let dir = TempDir::new("settle-many");
+    let store = FileStore::open(dir.file()).unwrap();
+    for n in 0..EVENTS {
+        store
+            .append(new_event(Some(&format!("m-{n}"))))
+            .await
+            .unwrap();
+    }
+    let request = ClaimRequest::new(EVENTS, Duration::from_secs(60), 5);
+    let leases: Vec<_> = store
+        .claim(request)
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|event| (event.lease, Settle::Done))
+        .collect();
+    assert_eq!(leases.len(), EVENTS);
+    let before = store.stats();
+    let answers = store.settle_many(leases).await;
+    let after = store.stats();
+    assert!(answers.into_iter().all(|answer| answer.unwrap()));
+    assert_eq!(after.durable_commits - before.durable_commits, 1);
+    assert_eq!(
+        after.syncs - before.syncs,
+        1,
+        "one sync for {EVENTS} settlements"
+    );
+    assert_eq!(store.counts().await.unwrap().done, EVENTS as u64);
 }
 
 /// A lone append is committed at once: no wait for company.

@@ -69,6 +69,19 @@ impl<S: InboxStore> InboxStore for Faulty<S> {
     }
 }
 
+/// `InboxStore::settle_many`'s default (one `settle` after the other, as a store that does not
+/// write them together gets it) answers like the file store's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_settle_many_answers_each_settlement_like_settle() {
+    let dir = TempDir::new("default-settle-many");
+    let store = Faulty {
+        inner: Arc::new(FileStore::open(dir.file()).unwrap()),
+        fail: Arc::default(),
+        gate: None,
+    };
+    crate::suite::settle_many_answers_each_settlement_like_settle(store).await;
+}
+
 async fn post(inbox: &Inbox, message_id: Option<&str>) -> http::Response<Vec<u8>> {
     let response = inbox
         .service()

@@ -28,6 +28,7 @@ macro_rules! store_suite {
             an_expired_key_starts_over,
             claims_take_due_events_oldest_first_up_to_the_limit,
             settling_needs_the_current_lease,
+            settle_many_answers_each_settlement_like_settle,
             an_expired_lease_is_claimed_again_and_a_renewed_one_is_not,
             a_retry_waits_for_its_time,
             dead_letters_are_replayed_with_their_key,
@@ -202,6 +203,49 @@ pub async fn settling_needs_the_current_lease<S: InboxStore>(store: S) {
     assert_eq!(shown.state, State::Done);
     assert!(shown.finished_at.is_some() && shown.due_at.is_none());
     assert_eq!(store.counts().await.unwrap().done, 1);
+}
+
+pub async fn settle_many_answers_each_settlement_like_settle<S: InboxStore>(store: S) {
+    for n in 0..3 {
+        store
+            .append(new_event(Some(&format!("m-{n}"))))
+            .await
+            .unwrap();
+    }
+    let events = store.claim(claim(3)).await.unwrap().events;
+    let leases: Vec<_> = events.iter().map(|event| event.lease).collect();
+    let forged = metigan_webhook::inbox::Lease::new(leases[2].id(), leases[2].token() + 1000);
+    let retry = Settle::Retry {
+        after: Duration::from_secs(3600),
+        error: "later".into(),
+    };
+    let answers = store
+        .settle_many(vec![
+            (leases[0], Settle::Done),
+            (forged, Settle::Done),
+            (leases[1], retry),
+            (leases[0], Settle::Done),
+        ])
+        .await;
+    let answers: Vec<bool> = answers.into_iter().map(Result::unwrap).collect();
+    assert_eq!(
+        answers,
+        [true, false, true, false],
+        "held, forged, held, settled already"
+    );
+    let state = |n: usize| {
+        let store = &store;
+        let id = leases[n].id();
+        async move { store.get(id, false).await.unwrap().unwrap().state }
+    };
+    assert_eq!(state(0).await, State::Done);
+    assert_eq!(state(1).await, State::Retrying);
+    assert_eq!(
+        state(2).await,
+        State::Running,
+        "the forged lease changed nothing"
+    );
+    assert!(store.settle_many(Vec::new()).await.is_empty());
 }
 
 pub async fn an_expired_lease_is_claimed_again_and_a_renewed_one_is_not<S: InboxStore>(store: S) {

@@ -8,12 +8,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::StatusCode;
 use metigan_webhook::inbox::{
-    Appended, Backoff, EventId, HandlerError, Inbox, InboxStore, ListQuery, State, StoredEvent,
+    Appended, Backoff, BoxFuture, ClaimRequest, Claimed, Counts, EventId, FileStore, HandlerError,
+    Inbox, InboxError, InboxStore, Lease, ListQuery, NewEvent, Page, Purged, Settle, State,
+    StoredEvent,
 };
 use metigan_webhook::VerifiedEvent;
 use tower::ServiceExt;
 
-use crate::{deliver, event, eventually, new_event, request};
+use crate::{deliver, event, eventually, new_event, request, TempDir};
 
 /// `worker_suite!(make)` turns the behaviours below into tests of the worker over one store
 /// (`make().await` returns an inbox on a fresh store and a guard kept alive for the test): the
@@ -441,6 +443,157 @@ pub async fn concurrency_bounds_the_handlers_running_at_once(inbox: Inbox) {
     .await;
     assert_eq!(most.load(Ordering::SeqCst), 3);
     worker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// Handlers that end together have their outcomes recorded together: the worker's settlements
+/// share syncs (one per batch of handlers, not one per event), and each event is still done
+/// only once its outcome is synced. On one runtime thread, as the benchmark's receiver runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn settlements_of_handlers_that_end_together_share_syncs() {
+    const EVENTS: u64 = 512;
+    const CONCURRENCY: usize = 4;
+    let dir = TempDir::new("settle-batch");
+    let file = Arc::new(FileStore::open(dir.file()).unwrap());
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let inbox = Inbox::builder().store(Recording {
+        inner: file.clone(),
+        batches: batches.clone(),
+        panic_next: Arc::default(),
+    });
+    for n in 0..EVENTS {
+        deliver(&inbox, &format!("m-{n}")).await;
+    }
+    let before = file.stats();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let worker = inbox
+        .worker()
+        .concurrency(CONCURRENCY)
+        .spawn_fn({
+            let handled = handled.clone();
+            move |_event: VerifiedEvent| {
+                let handled = handled.clone();
+                async move {
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), HandlerError>(())
+                }
+            }
+        })
+        .unwrap();
+    eventually(Duration::from_secs(30), "all done", || async {
+        inbox.counts().await.unwrap().done == EVENTS
+    })
+    .await;
+    worker.shutdown(Duration::from_secs(1)).await;
+    let after = file.stats();
+    let syncs = after.syncs - before.syncs;
+    let per_event = syncs as f64 / EVENTS as f64;
+    println!(
+        "worker: {EVENTS} events at concurrency {CONCURRENCY}: {syncs} syncs ({per_event:.3} per \
+         event), {} commits",
+        after.commits - before.commits
+    );
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        EVENTS as usize,
+        "each run once"
+    );
+    let batches = batches.lock().unwrap().clone();
+    let settled: usize = batches.iter().sum();
+    assert_eq!(
+        settled, EVENTS as usize,
+        "every outcome through settle_many"
+    );
+    assert!(
+        batches.len() < EVENTS as usize / 2,
+        "{} settle_many calls for {EVENTS} outcomes",
+        batches.len()
+    );
+    // One sync per event without batching; about one per `CONCURRENCY` events with it.
+    assert!(per_event < 0.5, "{per_event:.3} syncs per event");
+}
+
+/// A store whose `settle_many` panics once does not stop the worker: that batch fails, and its
+/// handler's task records the outcome again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_panics_while_settling_fails_that_batch_only() {
+    let dir = TempDir::new("settle-panic");
+    let panic_next = Arc::new(AtomicBool::new(true));
+    let inbox = Inbox::builder().store(Recording {
+        inner: Arc::new(FileStore::open(dir.file()).unwrap()),
+        batches: Arc::default(),
+        panic_next: panic_next.clone(),
+    });
+    let calls = Calls::default();
+    let worker = inbox
+        .worker()
+        .spawn_fn({
+            let calls = calls.clone();
+            move |_event: VerifiedEvent| {
+                calls.record();
+                async { Ok::<(), HandlerError>(()) }
+            }
+        })
+        .unwrap();
+    let first = deliver(&inbox, "m-1").await;
+    wait_for_state(&inbox, first, State::Done, Duration::from_secs(10)).await;
+    assert!(!panic_next.load(Ordering::SeqCst), "the panic happened");
+    // The settler still works for the next event.
+    let second = deliver(&inbox, "m-2").await;
+    wait_for_state(&inbox, second, State::Done, Duration::from_secs(10)).await;
+    assert_eq!(calls.count(), 2, "each handler ran once");
+    worker.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A store around the file store that records the size of each `settle_many` call, and panics
+/// in the next one when `panic_next` is raised.
+struct Recording {
+    inner: Arc<FileStore>,
+    batches: Arc<Mutex<Vec<usize>>>,
+    panic_next: Arc<AtomicBool>,
+}
+
+impl InboxStore for Recording {
+    fn append(&self, event: NewEvent) -> BoxFuture<Result<Appended, InboxError>> {
+        self.inner.append(event)
+    }
+    fn claim(&self, request: ClaimRequest) -> BoxFuture<Result<Claimed, InboxError>> {
+        self.inner.claim(request)
+    }
+    fn renew(&self, lease: Lease, duration: Duration) -> BoxFuture<Result<bool, InboxError>> {
+        self.inner.renew(lease, duration)
+    }
+    fn settle(&self, lease: Lease, outcome: Settle) -> BoxFuture<Result<bool, InboxError>> {
+        self.inner.settle(lease, outcome)
+    }
+    fn settle_many(
+        &self,
+        settlements: Vec<(Lease, Settle)>,
+    ) -> BoxFuture<Vec<Result<bool, InboxError>>> {
+        self.batches.lock().unwrap().push(settlements.len());
+        if self.panic_next.swap(false, Ordering::SeqCst) {
+            // Nothing reaches the file: the panic comes first.
+            return Box::pin(async { panic!("injected: the store panics while settling") });
+        }
+        self.inner.settle_many(settlements)
+    }
+    fn counts(&self) -> BoxFuture<Result<Counts, InboxError>> {
+        self.inner.counts()
+    }
+    fn list(&self, query: ListQuery) -> BoxFuture<Result<Page, InboxError>> {
+        self.inner.list(query)
+    }
+    fn get(&self, id: EventId, body: bool) -> BoxFuture<Result<Option<StoredEvent>, InboxError>> {
+        self.inner.get(id, body)
+    }
+    fn replay(&self, id: EventId) -> BoxFuture<Result<bool, InboxError>> {
+        self.inner.replay(id)
+    }
+    fn replay_dead(&self) -> BoxFuture<Result<u64, InboxError>> {
+        self.inner.replay_dead()
+    }
+    fn purge(&self, retention: Duration, limit: usize) -> BoxFuture<Result<Purged, InboxError>> {
+        self.inner.purge(retention, limit)
+    }
 }
 
 pub async fn a_stored_body_that_is_not_an_envelope_is_a_dead_letter(inbox: Inbox) {

@@ -428,6 +428,32 @@ impl InboxStore for FileStore {
         self.request(Op::Settle(lease, outcome), flag)
     }
 
+    /// All of them in one transaction, committed with one sync: every answer, or the same
+    /// error for each.
+    fn settle_many(
+        &self,
+        settlements: Vec<(Lease, Settle)>,
+    ) -> BoxFuture<Vec<Result<bool, InboxError>>> {
+        let n = settlements.len();
+        if n == 0 {
+            return Box::pin(std::future::ready(Vec::new()));
+        }
+        let flags = self.request(Op::SettleMany(settlements), |answer| match answer {
+            Answer::Flags(flags) => Some(flags),
+            _ => None,
+        });
+        Box::pin(async move {
+            match flags.await {
+                Ok(flags) if flags.len() == n => flags.into_iter().map(Ok).collect(),
+                Ok(_) => {
+                    let error = InboxError::storage("the writer gave an unexpected answer");
+                    vec![Err(error); n]
+                }
+                Err(error) => vec![Err(error); n],
+            }
+        })
+    }
+
     fn counts(&self) -> BoxFuture<Result<Counts, InboxError>> {
         self.read(count)
     }

@@ -34,6 +34,8 @@ pub(super) enum Op {
     Claim(ClaimRequest),
     Renew(Lease, Duration),
     Settle(Lease, Settle),
+    /// Many settlements in one transaction (one sync for all).
+    SettleMany(Vec<(Lease, Settle)>),
     Replay(EventId),
     ReplayDead,
     Purge(Duration, usize),
@@ -44,6 +46,7 @@ pub(super) enum Answer {
     Appended(Appended),
     Claimed(Claimed),
     Flag(bool),
+    Flags(Vec<bool>),
     Count(u64),
     Purged(Purged),
 }
@@ -332,6 +335,24 @@ fn apply(t: &mut Tables<'_>, op: Op, now: u64) -> Result<(Answer, Effect), Inbox
             };
             settle(t, lease.id().get(), record, outcome, now)?;
             Ok(flag(true, Effect::Durable))
+        }
+        Op::SettleMany(settlements) => {
+            let mut flags = Vec::with_capacity(settlements.len());
+            let mut effect = Effect::None;
+            for (lease, outcome) in settlements {
+                // A lease settled earlier in the list is no longer held: `false`, like a
+                // second `settle`.
+                let settled = match held(t, lease)? {
+                    Some(record) => {
+                        settle(t, lease.id().get(), record, outcome, now)?;
+                        effect = Effect::Durable;
+                        true
+                    }
+                    None => false,
+                };
+                flags.push(settled);
+            }
+            Ok((Answer::Flags(flags), effect))
         }
         Op::Replay(id) => {
             let replayed = replay(t, id.get(), now)?;

@@ -470,6 +470,31 @@ const SETTLE_RELEASE: &str = concat!(
     WHERE id = $1 AND state = 1 AND token = $2"
 );
 
+/// Every settlement of a batch in one statement (one round trip, one commit): `$1` ids, `$2`
+/// tokens, `$3` kinds (0 done, 1 retry, 2 dead, 3 release), `$4` errors, `$5` retry delays.
+const SETTLE_MANY: &str = concat!(
+    "WITH s AS (
+        SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::smallint[], $4::text[], $5::bigint[])
+            AS s(id, token, kind, error, after_ms)
+    )
+    UPDATE metigan_inbox_events e SET
+        state = CASE s.kind WHEN 0 THEN 4 WHEN 1 THEN 2 WHEN 2 THEN 3
+            ELSE CASE WHEN e.last_error IS NULL THEN 0 ELSE 2 END END,
+        last_error = CASE WHEN s.kind IN (1, 2) THEN s.error ELSE e.last_error END,
+        attempts = CASE WHEN s.kind = 3 THEN GREATEST(e.attempts - 1, 0) ELSE e.attempts END,
+        due_ms = CASE s.kind WHEN 1 THEN ",
+    now_ms!(),
+    " + s.after_ms WHEN 3 THEN ",
+    now_ms!(),
+    " ELSE NULL END,
+        finished_ms = CASE WHEN s.kind IN (0, 2) THEN ",
+    now_ms!(),
+    " ELSE NULL END
+    FROM s
+    WHERE e.id = s.id AND e.state = 1 AND e.token = s.token
+    RETURNING e.id, e.token"
+);
+
 const REPLAY: &str = concat!(
     "UPDATE metigan_inbox_events SET attempts = 0, replays = replays + 1, state = 0, due_ms = ",
     now_ms!(),
@@ -695,6 +720,58 @@ async fn settle(pool: Pool, lease: Lease, outcome: Settle) -> Result<bool, Inbox
     Ok(changed > 0)
 }
 
+async fn settle_many(
+    pool: Pool,
+    settlements: Vec<(Lease, Settle)>,
+) -> Result<Vec<bool>, InboxError> {
+    let n = settlements.len();
+    let (mut ids, mut tokens, mut kinds) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut errors, mut afters) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    // A lease settled twice in one batch: the first settlement counts, as one after the other
+    // (the second finds the lease gone); only the first is sent.
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    let first: Vec<bool> = settlements
+        .iter()
+        .map(|(lease, _)| seen.insert(*lease))
+        .collect();
+    for ((lease, outcome), _) in settlements.iter().zip(&first).filter(|(_, first)| **first) {
+        ids.push(to_i64(lease.id().get()));
+        tokens.push(to_i64(lease.token()));
+        let (kind, error, after): (i16, Option<&str>, i64) = match outcome {
+            Settle::Done => (0, None, 0),
+            Settle::Retry { after, error } => (1, Some(error), millis(*after)),
+            Settle::Dead { error } => (2, Some(error), 0),
+            Settle::Release => (3, None, 0),
+        };
+        kinds.push(kind);
+        errors.push(error);
+        afters.push(after);
+    }
+    let rows = query(
+        &pool,
+        SETTLE_MANY,
+        &[&ids, &tokens, &kinds, &errors, &afters],
+    )
+    .await?;
+    let mut settled = std::collections::HashSet::with_capacity(rows.len());
+    for row in &rows {
+        let id: i64 = row.try_get(0).map_err(storage)?;
+        let token: i64 = row.try_get(1).map_err(storage)?;
+        settled.insert((id, token));
+    }
+    Ok(settlements
+        .iter()
+        .zip(first)
+        .map(|((lease, _), first)| {
+            first && settled.contains(&(to_i64(lease.id().get()), to_i64(lease.token())))
+        })
+        .collect())
+}
+
 async fn list(pool: Pool, list: ListQuery) -> Result<Page, InboxError> {
     let after = list.after.map_or(0, |id| to_i64(id.get()));
     let limit = list.limit.clamp(1, MAX_LIST_LIMIT);
@@ -745,6 +822,21 @@ impl InboxStore for PostgresStore {
 
     fn settle(&self, lease: Lease, outcome: Settle) -> BoxFuture<Result<bool, InboxError>> {
         self.run(settle(self.pool.clone(), lease, outcome))
+    }
+
+    fn settle_many(
+        &self,
+        settlements: Vec<(Lease, Settle)>,
+    ) -> BoxFuture<Vec<Result<bool, InboxError>>> {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let n = settlements.len();
+            match settle_many(pool, settlements).await {
+                Ok(answers) => answers.into_iter().map(Ok).collect(),
+                // One statement: it failed for all of them.
+                Err(error) => vec![Err(error); n],
+            }
+        })
     }
 
     fn counts(&self) -> BoxFuture<Result<Counts, InboxError>> {

@@ -7,6 +7,7 @@
 pub mod actix;
 mod body;
 mod buffer;
+mod config_error;
 mod event;
 #[cfg(any(feature = "axum", feature = "actix"))]
 mod extract;
@@ -31,6 +32,7 @@ pub mod testing;
 pub mod typed;
 
 pub use body::{ResponseBody, VerifiedBody};
+pub use config_error::ConfigError;
 pub use event::{Envelope, EventType, VerifiedEvent};
 #[cfg(any(feature = "axum", feature = "actix"))]
 pub use extract::MissingVerifiedEvent;
@@ -42,7 +44,7 @@ pub use layer::{
 pub use peer::PeerAddr;
 pub use rejection::{Reason, Rejection};
 pub use service::MetiganSignature;
-pub use signature::{sign, ConfigError, SignatureHeader, Verified, Verifier};
+pub use signature::{sign, SignatureHeader, Verified, Verifier};
 pub use typed::{
     AudienceData, BounceType, ContactData, EmailData, EmailMetadata, TypedEvent, UnknownEvent,
 };

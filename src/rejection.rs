@@ -36,7 +36,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in the order the checks run.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: &'static [Reason] = &[
         Reason::MissingSignature,
         Reason::MalformedSignature,
         Reason::TimestampOutOfTolerance,
@@ -115,7 +115,7 @@ impl Reason {
 
     /// Parses a reason code back into a [`Reason`].
     pub fn from_code(code: &str) -> Option<Reason> {
-        Reason::ALL.into_iter().find(|r| r.code() == code)
+        Reason::ALL.iter().copied().find(|r| r.code() == code)
     }
 
     /// The HTTP status answered for this reason: 401, 413, 400, or 503 for
@@ -217,7 +217,7 @@ mod tests {
 
     #[test]
     fn codes_round_trip_and_bodies_start_with_the_code() {
-        for reason in Reason::ALL {
+        for &reason in Reason::ALL {
             assert_eq!(Reason::from_code(reason.code()), Some(reason));
             let body = reason.http_body();
             assert!(body.starts_with(reason.code()), "{body}");

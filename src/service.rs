@@ -10,10 +10,11 @@ use tower_service::Service;
 
 use crate::body::{ResponseBody, VerifiedBody};
 use crate::buffer::Reservation;
+use crate::config_error::ConfigError;
 use crate::future::ResponseFuture;
 use crate::layer::{Config, MetiganSignatureLayer};
 use crate::rejection::{Reason, Rejection};
-use crate::signature::{ConfigError, SignatureHeader};
+use crate::signature::SignatureHeader;
 use crate::BoxError;
 
 /// Middleware that verifies Metigan webhooks before calling `S`; made by

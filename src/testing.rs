@@ -48,7 +48,7 @@
 //! assert_eq!(body, "invalid: jane@example.com");
 //!
 //! // Adjust the sample's data, then sign it.
-//! let soft = SampleEvent::new(EventType::EmailBounced).with("bounceType", "soft");
+//! let soft = SampleEvent::new(EventType::EmailBounced).with_field("bounceType", "soft");
 //! let response = app(testing::layer())
 //!     .oneshot(SignedRequest::from_event(&soft).build())
 //!     .await
@@ -57,7 +57,7 @@
 //! assert_eq!(body, "ignored email.bounced");
 //!
 //! // A forged request never reaches the handler.
-//! let forged = SignedRequest::from_event(&soft).secret("not_the_secret").build();
+//! let forged = SignedRequest::from_event(&soft).with_secret("not_the_secret").build();
 //! let response = app(testing::layer()).oneshot(forged).await.unwrap();
 //! assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 //! # }
@@ -122,29 +122,33 @@ pub fn fixed_clock() -> impl Fn() -> u64 + Send + Sync + Clone + 'static {
 ///
 /// ```
 /// use std::time::Duration;
-/// use metigan_webhook::testing::{FixedClock, FIXED_TIME};
+/// use metigan_webhook::testing::{ManualClock, FIXED_TIME};
 ///
-/// let clock = FixedClock::new(FIXED_TIME);
+/// let clock = ManualClock::new(FIXED_TIME);
 /// let now = clock.as_fn();
 /// clock.advance(Duration::from_secs(301));
 /// assert_eq!(now(), FIXED_TIME + 301);
 /// ```
 #[derive(Clone, Debug)]
-pub struct FixedClock {
+pub struct ManualClock {
     now: Arc<AtomicU64>,
 }
 
-impl Default for FixedClock {
+/// The former name of [`ManualClock`] (it never was fixed: the test moves it).
+#[deprecated(since = "0.1.0", note = "renamed ManualClock")]
+pub type FixedClock = ManualClock;
+
+impl Default for ManualClock {
     /// A clock at [`FIXED_TIME`].
     fn default() -> Self {
-        FixedClock::new(FIXED_TIME)
+        ManualClock::new(FIXED_TIME)
     }
 }
 
-impl FixedClock {
+impl ManualClock {
     /// A clock showing `unix_seconds`.
     pub fn new(unix_seconds: u64) -> Self {
-        FixedClock {
+        ManualClock {
             now: Arc::new(AtomicU64::new(unix_seconds)),
         }
     }
@@ -215,8 +219,8 @@ pub fn samples() -> Vec<SampleEvent> {
 /// use metigan_webhook::EventType;
 ///
 /// let click = SampleEvent::new(EventType::EmailClicked)
-///     .message_id("msg_42")
-///     .with("metadata.url", "https://example.com/pricing");
+///     .with_message_id("msg_42")
+///     .with_field("metadata.url", "https://example.com/pricing");
 /// let body = click.to_body();
 /// assert!(body.starts_with(br#"{"event":"email.clicked","messageId":"msg_42","data":{"#));
 /// ```
@@ -243,7 +247,7 @@ impl SampleEvent {
     }
 
     /// Sets `messageId`.
-    pub fn message_id(mut self, id: impl Into<String>) -> Self {
+    pub fn with_message_id(mut self, id: impl Into<String>) -> Self {
         self.message_id = Some(id.into());
         self
     }
@@ -255,20 +259,20 @@ impl SampleEvent {
     }
 
     /// Sets the envelope's `timestamp`, in **milliseconds**.
-    pub fn timestamp_ms(mut self, ms: u64) -> Self {
+    pub fn with_timestamp_ms(mut self, ms: u64) -> Self {
         self.timestamp_ms = Some(ms);
         self
     }
 
     /// Replaces `data` whole.
-    pub fn data(mut self, data: Value) -> Self {
+    pub fn with_data(mut self, data: Value) -> Self {
         self.data = data;
         self
     }
 
     /// Sets one field of `data`; `path` is dotted (`"metadata.url"`), missing objects are
     /// created. A `&str` becomes a JSON string; pass a [`Value`] for anything else.
-    pub fn with(mut self, path: &str, value: impl Into<Value>) -> Self {
+    pub fn with_field(mut self, path: &str, value: impl Into<Value>) -> Self {
         set_path(&mut self.data, path, value.into());
         self
     }
@@ -279,12 +283,12 @@ impl SampleEvent {
     }
 
     /// The `messageId`, if any.
-    pub fn get_message_id(&self) -> Option<&str> {
+    pub fn message_id(&self) -> Option<&str> {
         self.message_id.as_deref()
     }
 
     /// The `data` object.
-    pub fn get_data(&self) -> &Value {
+    pub fn data(&self) -> &Value {
         &self.data
     }
 
@@ -457,8 +461,8 @@ fn sample_data(event: &EventType) -> Value {
 /// use metigan_webhook::testing::{SignedRequest, FIXED_TIME};
 ///
 /// let request = SignedRequest::new(r#"{"event":"email.sent","data":{}}"#)
-///     .timestamp(FIXED_TIME - 600) // ten minutes old: outside the default window
-///     .webhook_id("wh_123")
+///     .with_timestamp(FIXED_TIME - 600) // ten minutes old: outside the default window
+///     .with_webhook_id("wh_123")
 ///     .build();
 /// assert!(request.headers()["x-webhook-signature"].to_str().unwrap().starts_with("t=1699999400,v1="));
 /// assert_eq!(request.headers()["x-webhook-id"], "wh_123");
@@ -519,25 +523,25 @@ impl SignedRequest {
     }
 
     /// Signs with `secret` instead of [`TEST_SECRET`] (for a wrong-secret test, or your own).
-    pub fn secret(mut self, secret: impl Into<String>) -> Self {
+    pub fn with_secret(mut self, secret: impl Into<String>) -> Self {
         self.secret = secret.into();
         self
     }
 
     /// Signs at `unix_seconds` instead of [`FIXED_TIME`].
-    pub fn timestamp(mut self, unix_seconds: u64) -> Self {
+    pub fn with_timestamp(mut self, unix_seconds: u64) -> Self {
         self.timestamp = unix_seconds;
         self
     }
 
     /// Sends to `uri` (a path like `/hooks`, or an absolute URL) instead of [`DEFAULT_PATH`].
-    pub fn uri(mut self, uri: impl Into<String>) -> Self {
+    pub fn with_uri(mut self, uri: impl Into<String>) -> Self {
         self.uri = uri.into();
         self
     }
 
     /// Adds an `X-Webhook-Id` header (none by default).
-    pub fn webhook_id(mut self, id: impl Into<String>) -> Self {
+    pub fn with_webhook_id(mut self, id: impl Into<String>) -> Self {
         self.webhook_id = Some(id.into());
         self
     }
@@ -551,7 +555,7 @@ impl SignedRequest {
 
     /// Sends this exact `X-Webhook-Signature` value instead of the computed one (to test
     /// malformed headers).
-    pub fn raw_signature(mut self, header: impl Into<String>) -> Self {
+    pub fn with_raw_signature(mut self, header: impl Into<String>) -> Self {
         self.signature = Signature::Raw(header.into());
         self
     }
@@ -574,7 +578,7 @@ impl SignedRequest {
     /// # Panics
     ///
     /// When `name` or `value` is not a valid header name or value (a bug in the test).
-    pub fn header(mut self, name: &str, value: &str) -> Self {
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
         let name = HeaderName::try_from(name).expect("a valid header name");
         let value = HeaderValue::try_from(value).expect("a valid header value");
         self.headers.push((name, value));
@@ -628,8 +632,8 @@ impl SignedRequest {
     /// ```
     /// use metigan_webhook::testing::SignedRequest;
     ///
-    /// assert!(SignedRequest::new("{}").webhook_id("wh_1").try_build().is_ok());
-    /// assert!(SignedRequest::new("{}").webhook_id("wh\r\nx: y").try_build().is_err());
+    /// assert!(SignedRequest::new("{}").with_webhook_id("wh_1").try_build().is_ok());
+    /// assert!(SignedRequest::new("{}").with_webhook_id("wh\r\nx: y").try_build().is_err());
     /// ```
     pub fn try_build(self) -> Result<Request<Full<Bytes>>, http::Error> {
         self.try_build_with()
@@ -713,26 +717,26 @@ mod tests {
     #[test]
     fn with_sets_nested_fields_and_debug_hides_the_secret() {
         let sample = SampleEvent::new(EventType::Other("x.y".into()))
-            .with("metadata.url", "https://e.example")
-            .with("count", 3);
-        assert_eq!(sample.get_data()["metadata"]["url"], "https://e.example");
-        assert_eq!(sample.get_data()["count"], 3);
-        let request = SignedRequest::from_event(&sample).secret("hidden-value");
+            .with_field("metadata.url", "https://e.example")
+            .with_field("count", 3);
+        assert_eq!(sample.data()["metadata"]["url"], "https://e.example");
+        assert_eq!(sample.data()["count"], 3);
+        let request = SignedRequest::from_event(&sample).with_secret("hidden-value");
         assert!(!format!("{request:?}").contains("hidden-value"));
     }
 
     #[test]
     fn invalid_values_are_errors_with_try_build() {
         for request in [
-            SignedRequest::new("{}").webhook_id("id\r"),
-            SignedRequest::new("{}").raw_signature("t=1\n"),
-            SignedRequest::new("{}").uri("/a b"),
+            SignedRequest::new("{}").with_webhook_id("id\r"),
+            SignedRequest::new("{}").with_raw_signature("t=1\n"),
+            SignedRequest::new("{}").with_uri("/a b"),
         ] {
             assert!(request.clone().try_build().is_err(), "{request:?}");
             assert!(request.try_build_with::<Full<Bytes>>().is_err());
         }
         let request = SignedRequest::new("{}")
-            .webhook_id("wh_1")
+            .with_webhook_id("wh_1")
             .try_build()
             .unwrap();
         assert_eq!(request.headers()[WEBHOOK_ID_HEADER], "wh_1");
@@ -740,7 +744,7 @@ mod tests {
 
     #[test]
     fn fixed_clock_moves_only_when_told() {
-        let clock = FixedClock::default();
+        let clock = ManualClock::default();
         let f = clock.as_fn();
         assert_eq!(f(), FIXED_TIME);
         clock.set(5);

@@ -53,10 +53,10 @@ async fn deliver(list: &Example, event: &SampleEvent) {
 
 fn bounce(id: &str, email: &str, kind: &str) -> SampleEvent {
     SampleEvent::new(EventType::EmailBounced)
-        .message_id(id)
-        .with("recipient", email)
-        .with("bounceType", kind)
-        .with(
+        .with_message_id(id)
+        .with_field("recipient", email)
+        .with_field("bounceType", kind)
+        .with_field(
             "metadata.bounceReason",
             format!("{kind} bounce for {email}"),
         )
@@ -64,9 +64,9 @@ fn bounce(id: &str, email: &str, kind: &str) -> SampleEvent {
 
 fn engagement(kind: EventType, id: &str, user: &str) -> SampleEvent {
     SampleEvent::new(kind)
-        .message_id(id)
-        .with("userId", user)
-        .with("metadata.url", "https://acme.example/pricing")
+        .with_message_id(id)
+        .with_field("userId", user)
+        .with_field("metadata.url", "https://acme.example/pricing")
 }
 
 type Contact = (String, i64, Option<String>, Option<String>);
@@ -101,16 +101,16 @@ async fn bounces_complaints_and_engagement_land_in_sqlite_exactly_once() {
     let soft1 = bounce("m-soft-1", "full@example.com", "soft");
     let soft2 = bounce("m-soft-2", "full@example.com", "soft");
     let complaint = SampleEvent::new(EventType::EmailComplained)
-        .message_id("m-spam")
-        .with("recipient", "angry@example.com");
+        .with_message_id("m-spam")
+        .with_field("recipient", "angry@example.com");
     let open1 = engagement(EventType::EmailOpened, "m-news-1", "usr_1");
     let open2 = engagement(EventType::EmailOpened, "m-news-2", "usr_1");
     let click = engagement(EventType::EmailClicked, "m-news-1", "usr_1");
     // No userId: counted for the recipient.
     let anonymous_open = SampleEvent::new(EventType::EmailOpened)
-        .message_id("m-anon")
-        .data(serde_json::json!({ "recipient": "anon@example.com" }));
-    let unrelated = SampleEvent::new(EventType::AudienceCreated).message_id("m-aud");
+        .with_message_id("m-anon")
+        .with_data(serde_json::json!({ "recipient": "anon@example.com" }));
+    let unrelated = SampleEvent::new(EventType::AudienceCreated).with_message_id("m-aud");
 
     for event in [
         &hard,
@@ -209,8 +209,8 @@ async fn the_complaint_alert_goes_to_stderr_once() {
     let db = db_path("alert");
     let mut list = start(&db).await;
     let complaint = SampleEvent::new(EventType::EmailComplained)
-        .message_id("m-alert")
-        .with("recipient", "spam@example.com");
+        .with_message_id("m-alert")
+        .with_field("recipient", "spam@example.com");
     deliver(&list, &complaint).await;
     let line = list.wait_stderr("ALERT").await;
     assert_eq!(

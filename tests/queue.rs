@@ -20,7 +20,7 @@ const PATH: &str = "/webhooks/metigan";
 
 async fn deliver(queue: &Example, message_id: &str) -> Answer {
     let body = SampleEvent::new(EventType::EmailDelivered)
-        .message_id(message_id)
+        .with_message_id(message_id)
         .to_body();
     post_signed(
         queue.addr,

@@ -120,7 +120,7 @@ async fn no_rejection_leaks_into_logs_or_responses() {
     }
 
     let log = capture.text();
-    for reason in Reason::ALL {
+    for &reason in Reason::ALL {
         assert!(log.contains(reason.code()), "the log names {reason}: {log}");
     }
     for (reason, answer) in &answers {

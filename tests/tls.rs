@@ -116,7 +116,7 @@ async fn post_plain(addr: std::net::SocketAddr) -> Result<StatusCode, String> {
 
 fn event(kind: EventType) -> (Bytes, String) {
     let body = SampleEvent::new(kind)
-        .message_id(format!("tls-{}", common::now()))
+        .with_message_id(format!("tls-{}", common::now()))
         .to_body();
     let signature = metigan_webhook::sign(SECRET, common::now(), &body);
     (body, signature)

@@ -78,7 +78,7 @@ fn bounce_types() {
         (json!(null), None),
     ] {
         let body = SampleEvent::new(EventType::EmailBounced)
-            .with("bounceType", sent.clone())
+            .with_field("bounceType", sent.clone())
             .to_body();
         let TypedEvent::EmailBounced(bounce) = verified(body).typed() else {
             panic!("not a bounce")

@@ -412,7 +412,7 @@ fn cmd_sign(args: SignArgs) -> Result<u8, Failure> {
 fn build_sample(event: &str, options: &SampleOptions) -> Result<SampleEvent, Failure> {
     let mut sample = SampleEvent::new(EventType::parse(event));
     if let Some(id) = &options.message_id {
-        sample = sample.message_id(id.as_str());
+        sample = sample.with_message_id(id.as_str());
     }
     for assignment in &options.set {
         let Some((key, value)) = assignment.split_once('=') else {
@@ -427,7 +427,7 @@ fn build_sample(event: &str, options: &SampleOptions) -> Result<SampleEvent, Fai
         }
         let value = serde_json::from_str::<serde_json::Value>(value)
             .unwrap_or_else(|_| serde_json::Value::from(value));
-        sample = sample.with(key, value);
+        sample = sample.with_field(key, value);
     }
     Ok(sample)
 }
@@ -538,13 +538,11 @@ async fn cmd_send(args: SendArgs) -> Result<u8, Failure> {
                 for _ in 0..args.repeat {
                     let mut sample = build_sample(&event, &args.sample)?;
                     if args.sample.message_id.is_none() {
-                        sample = sample.message_id(fresh_id("msg"));
+                        sample = sample.with_message_id(fresh_id("msg"));
                     }
-                    let sample = sample.timestamp_ms(now * 1000);
-                    let label = format!(
-                        "{event}, messageId {}",
-                        sample.get_message_id().unwrap_or("-")
-                    );
+                    let sample = sample.with_timestamp_ms(now * 1000);
+                    let label =
+                        format!("{event}, messageId {}", sample.message_id().unwrap_or("-"));
                     bodies.push((label, sample.to_body()));
                 }
             }
@@ -574,12 +572,12 @@ async fn cmd_send(args: SendArgs) -> Result<u8, Failure> {
     for (label, body) in bodies {
         let webhook_id = args.webhook_id.clone().unwrap_or_else(|| fresh_id("wh"));
         let mut request = SignedRequest::new(body)
-            .secret(signing_secret.as_str())
-            .timestamp(timestamp)
+            .with_secret(signing_secret.as_str())
+            .with_timestamp(timestamp)
             // Origin form (`/path?query`) on the request line, the authority in `Host`.
-            .uri(uri.path_and_query().map_or("/", |pq| pq.as_str()))
-            .webhook_id(webhook_id)
-            .header(
+            .with_uri(uri.path_and_query().map_or("/", |pq| pq.as_str()))
+            .with_webhook_id(webhook_id)
+            .with_header(
                 "user-agent",
                 concat!("metigan-webhook-cli/", env!("CARGO_PKG_VERSION")),
             );
@@ -759,10 +757,10 @@ mod tests {
             ],
         };
         let sample = build_sample("email.bounced", &options).unwrap();
-        assert_eq!(sample.get_data()["bounceType"], "soft");
-        assert_eq!(sample.get_data()["metadata"]["attempt"], 3);
-        assert_eq!(sample.get_data()["flag"], true);
-        assert_eq!(sample.get_message_id(), Some("m"));
+        assert_eq!(sample.data()["bounceType"], "soft");
+        assert_eq!(sample.data()["metadata"]["attempt"], 3);
+        assert_eq!(sample.data()["flag"], true);
+        assert_eq!(sample.message_id(), Some("m"));
         let bad = SampleOptions {
             message_id: None,
             set: vec!["novalue".into()],

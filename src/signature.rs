@@ -221,6 +221,41 @@ impl Verifier {
         self.check_body(&header, body)
     }
 
+    /// [`verify`](Self::verify) for a request's headers: reads `X-Webhook-Signature` and
+    /// `X-Webhook-Timestamp` from `headers` (the first value of each), so the two header values
+    /// cannot be passed in the wrong order. `now` is the current unix time in seconds.
+    ///
+    /// ```
+    /// use http::HeaderMap;
+    /// use metigan_webhook::{sign, Verifier};
+    ///
+    /// let verifier = Verifier::new(["whsec_example"]).unwrap();
+    /// let body = br#"{"event":"email.opened","messageId":"m-1","data":{}}"#;
+    /// let mut headers = HeaderMap::new();
+    /// let signature = sign("whsec_example", 1_700_000_000, body);
+    /// headers.insert("x-webhook-signature", signature.parse().unwrap());
+    /// let verified = verifier.verify_request(&headers, body, 1_700_000_010).unwrap();
+    /// assert_eq!(verified.timestamp(), 1_700_000_000);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The [`Rejection`] of the first failing check.
+    pub fn verify_request(
+        &self,
+        headers: &http::HeaderMap,
+        body: &[u8],
+        now: u64,
+    ) -> Result<Verified, Rejection> {
+        let value = |name: &str| headers.get(name).map(http::HeaderValue::as_bytes);
+        let header = self.check_header_with(
+            value(crate::layer::SIGNATURE_HEADER),
+            || value(crate::layer::TIMESTAMP_HEADER),
+            now,
+        )?;
+        self.check_body(&header, body)
+    }
+
     /// The checks that need no body: parse the header, then the timestamp window.
     ///
     /// # Errors

@@ -191,6 +191,29 @@ impl Rejection {
     pub const fn skew_seconds(&self) -> Option<i64> {
         self.skew
     }
+
+    /// The answer the layer gives for this rejection: its status, `text/plain` body
+    /// (`<reason code>: <description>`), `Retry-After` for [`Reason::Overloaded`], and the
+    /// rejection itself in the extensions. For an application that reshapes answers (a JSON
+    /// error format, say) and falls back to the layer's own for the rest.
+    ///
+    /// ```
+    /// use metigan_webhook::{Reason, Rejection, ResponseBody};
+    ///
+    /// let response = Rejection::new(Reason::SignatureMismatch).into_response::<()>();
+    /// assert_eq!(response.status(), 401);
+    /// assert!(response.extensions().get::<Rejection>().is_some());
+    /// # let _: http::Response<ResponseBody<()>> = response;
+    /// ```
+    pub fn into_response<B>(self) -> http::Response<crate::ResponseBody<B>> {
+        crate::response::rejection_response(self, false)
+    }
+
+    /// The answer the layer gives for this rejection to a gRPC request: HTTP 200 with its
+    /// `grpc-status` and `grpc-message` (the reason code), and the rejection in the extensions.
+    pub fn into_grpc_response<B>(self) -> http::Response<crate::ResponseBody<B>> {
+        crate::response::rejection_response(self, true)
+    }
 }
 
 impl From<Reason> for Rejection {

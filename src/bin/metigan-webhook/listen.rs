@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full};
+use http::{header, Request, Response};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use metigan_webhook::idempotency::Duplicate;
@@ -117,8 +117,8 @@ struct State {
     seq: AtomicU64,
 }
 
-/// The layer's answer, or one made here (a body refused before it reached the layer).
-type Answer = Response<Either<ResponseBody<Full<Bytes>>, Full<Bytes>>>;
+/// The layer's answer (or the same answer for a body refused before it reached the layer).
+type Answer = Response<ResponseBody<Full<Bytes>>>;
 
 /// Why a body was not read whole: the rejection, and a line for the saved capture.
 struct Cut {
@@ -213,10 +213,8 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
             reason.code(),
             reason.status().as_u16()
         );
-        return Ok(plain(
-            reason.status(),
-            format!("{}: {}\n", reason.code(), reason.description()),
-        ));
+        // The layer's own answer for it, as if the layer had cut the body.
+        return Ok(Rejection::new(reason).into_response());
     }
     let mut service = state.service.clone();
     if let Err(never) =
@@ -244,17 +242,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Answer,
             response.status().as_u16()
         );
     }
-    Ok(response.map(Either::Left))
-}
-
-fn plain(status: StatusCode, text: String) -> Answer {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+    Ok(response)
 }
 
 /// How long `listen` waits after a failed accept before trying again.

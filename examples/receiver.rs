@@ -291,13 +291,10 @@ impl InboxSettings {
                 "inbox open"
             );
         }
-        let mut worker = inbox.worker();
-        if matches!(self.location, Location::Postgres(_)) {
-            // Other receivers append to the same tables without waking this worker: look every
-            // second, so events acknowledged by a receiver that died are taken promptly.
-            worker = worker.poll_interval(Duration::from_secs(1));
-        }
-        let worker = worker
+        // Over PostgreSQL the worker also looks at the queue every second, as that store asks:
+        // other receivers append without waking it.
+        let worker = inbox
+            .worker()
             .concurrency(self.concurrency)
             .lease(self.lease)
             .max_attempts(self.max_attempts)

@@ -89,6 +89,9 @@ macro_rules! view_columns {
 
 /// The default number of connections a store keeps open at most.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 16;
+/// How often a worker over this store looks at the queue when nothing woke it (the
+/// [`InboxStore::poll_interval`] it asks for).
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// The default time allowed to open a connection or to wait for a free one.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -837,6 +840,12 @@ impl InboxStore for PostgresStore {
                 Err(error) => vec![Err(error); n],
             }
         })
+    }
+
+    fn poll_interval(&self) -> Option<Duration> {
+        // Other receivers append to the same tables without waking this worker: events
+        // acknowledged by one that died are taken within a second.
+        Some(POLL_INTERVAL)
     }
 
     fn counts(&self) -> BoxFuture<Result<Counts, InboxError>> {

@@ -580,6 +580,14 @@ pub trait InboxStore: Send + Sync + 'static {
         })
     }
 
+    /// How often a worker should look at the store when nothing woke it, when the store says:
+    /// a store that other processes append to (their appends do not wake this process's
+    /// worker) answers how soon their events should be taken. `None` (the default): the
+    /// worker's own default, since only this process appends.
+    fn poll_interval(&self) -> Option<Duration> {
+        None
+    }
+
     /// How many events are in each state.
     fn counts(&self) -> BoxFuture<Result<Counts, InboxError>>;
 
@@ -623,6 +631,9 @@ impl<S: InboxStore + ?Sized> InboxStore for Arc<S> {
         settlements: Vec<(Lease, Settle)>,
     ) -> BoxFuture<Vec<Result<bool, InboxError>>> {
         (**self).settle_many(settlements)
+    }
+    fn poll_interval(&self) -> Option<Duration> {
+        (**self).poll_interval()
     }
     fn counts(&self) -> BoxFuture<Result<Counts, InboxError>> {
         (**self).counts()

@@ -95,13 +95,17 @@ struct Config {
 
 impl WorkerBuilder {
     pub(super) fn new(shared: Arc<Shared>) -> Self {
+        let poll_interval = shared
+            .store
+            .poll_interval()
+            .unwrap_or(DEFAULT_POLL_INTERVAL);
         WorkerBuilder {
             shared,
             concurrency: DEFAULT_CONCURRENCY,
             lease: DEFAULT_LEASE,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             backoff: Backoff::default(),
-            poll_interval: DEFAULT_POLL_INTERVAL,
+            poll_interval,
             #[cfg(feature = "metrics")]
             metrics_interval: DEFAULT_METRICS_INTERVAL,
         }
@@ -134,7 +138,9 @@ impl WorkerBuilder {
     }
 
     /// The longest the worker waits before looking at the store again when nothing woke it
-    /// (default 30 s). A new event, a replay, a finished handler, a retry's time and a lease
+    /// (default: what the store asks for, such as 1 s for
+    /// [`PostgresStore`](super::PostgresStore) whose other instances append without waking
+    /// this worker; otherwise 30 s). A new event, a replay, a finished handler, a retry's time and a lease
     /// running out all wake it sooner; this only bounds the wait for changes made outside
     /// this inbox.
     pub fn poll_interval(mut self, interval: Duration) -> Self {

@@ -216,3 +216,40 @@ async fn connect_with_tls_talks_tls_and_a_required_tls_is_refused_without_it() {
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Storage);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_takes_events_another_instance_appended_without_being_woken() {
+    use metigan_webhook::inbox::{HandlerError, Inbox};
+    use metigan_webhook::VerifiedEvent;
+
+    let (store, server) = postgres_store().await;
+    let worker_side = Inbox::new(store);
+    let handled = Arc::new(tokio::sync::Notify::new());
+    let worker = worker_side
+        .worker()
+        .spawn_fn({
+            let handled = handled.clone();
+            move |_event: VerifiedEvent| {
+                handled.notify_one();
+                async { Ok::<(), HandlerError>(()) }
+            }
+        })
+        .unwrap();
+    // Let the worker find the queue empty and go to sleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Another instance (its own store and inbox) appends: nothing wakes the first worker.
+    let other = PostgresStore::connect(&server.url()).await.unwrap();
+    let appended = std::time::Instant::now();
+    other.append(new_event(Some("m-elsewhere"))).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), handled.notified())
+        .await
+        .expect("the worker looked at the queue again by itself");
+    let took = appended.elapsed();
+    println!("an event appended by another instance was handled {took:?} later");
+    // The store's poll interval (1 s), not the worker's default of 30 s.
+    assert!(
+        took < metigan_webhook::inbox::postgres::POLL_INTERVAL + Duration::from_secs(2),
+        "{took:?}"
+    );
+    worker.shutdown(Duration::from_secs(1)).await;
+}
